@@ -1,0 +1,179 @@
+"""Run configuration: one dataclass per concern, validated up front, round-tripped through JSON.
+
+The CLI only parses flags into a :class:`RunConfig`; the library validates it (so Python users get
+the same one-line errors) and saves it as ``config.json`` in the run directory, from which
+``ltpll evaluate`` rebuilds everything it needs.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ltpll.errors import LTPLLError
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how the LT-PLL training set is made from them.
+
+    Attributes:
+        dataset: ``cifar10``/``cifar100`` (tensorflow-datasets), ``sample`` (the demo sample
+            shipped in the package), an image-folder directory or a ``.tar.gz`` of one.
+        imbalance_ratio: rho = n_max / n_min of the long-tailed subset; None keeps the training
+            split as it is (a user's own data is usually long-tailed already).
+        imbalance_profile: ``exp`` or ``step``.
+        max_per_class: n_max; None uses the largest class of the training split.
+        partial_rate: q, the probability of each false label joining a generated candidate set.
+        hierarchical: generate candidates inside the true label's superclass (CIFAR-100-LT-NU);
+            per-class counts then go to classes in a seeded random order.
+        candidates: a CSV of the user's own candidate sets (``path,candidates``); overrides q.
+        image_size: resize images to this square size; None keeps their size.
+    """
+
+    dataset: str = "cifar10"
+    imbalance_ratio: float | None = 100.0
+    imbalance_profile: str = "exp"
+    max_per_class: int | None = None
+    partial_rate: float = 0.3
+    hierarchical: bool = False
+    candidates: str | None = None
+    image_size: int | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+
+    def validate(self):
+        if self.imbalance_ratio is not None and self.imbalance_ratio < 1:
+            raise LTPLLError(f"--imbalance-ratio must be >= 1; received {self.imbalance_ratio}")
+        if self.imbalance_profile not in ("exp", "step"):
+            raise LTPLLError(
+                f"--imbalance-profile must be exp or step; received {self.imbalance_profile!r}"
+            )
+        if not 0.0 <= self.partial_rate < 1.0:
+            raise LTPLLError(f"--partial-rate must be in [0, 1); received {self.partial_rate}")
+        if self.max_per_class is not None and self.max_per_class < 1:
+            raise LTPLLError(f"--max-per-class must be >= 1; received {self.max_per_class}")
+        if self.image_size is not None and self.image_size < 8:
+            raise LTPLLError(f"--image-size must be >= 8; received {self.image_size}")
+
+
+@dataclass
+class ModelConfig:
+    """The network and the PLL method.
+
+    Attributes:
+        backbone: ``resnet18``, ``resnet-small`` or ``tiny``.
+        method: PLL disambiguation method (``corr``).
+        records: use RECORDS dynamic rebalancing.
+        records_momentum: momentum of the RECORDS feature mean.
+    """
+
+    backbone: str = "resnet18"
+    method: str = "corr"
+    records: bool = False
+    records_momentum: float = 0.9
+
+    def validate(self):
+        from ltpll.disambiguation import METHODS
+        from ltpll.models.backbones import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            raise LTPLLError(
+                f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}"
+            )
+        if self.method not in METHODS:
+            raise LTPLLError(
+                f"unknown PLL method {self.method!r}; choose one of {', '.join(sorted(METHODS))}"
+            )
+        if not 0.0 <= self.records_momentum < 1.0:
+            raise LTPLLError(
+                f"--records-momentum must be in [0, 1); received {self.records_momentum}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping.
+
+    Attributes:
+        epochs, batch_size, lr, momentum: SGD settings (defaults from the RECORDS paper).
+        weight_decay: coupled L2, as PyTorch SGD's weight_decay.
+        cosine: cosine learning-rate decay over all steps (else constant).
+        update_start: epochs trained before the confidence table starts to move.
+        eval_every: evaluate on the test split every this many epochs (and after the last).
+        distribute: ``none`` or ``mirrored`` (tf.distribute.MirroredStrategy over local GPUs).
+        seed: drives subsampling, candidates, shuffling, augmentation and initialisation.
+    """
+
+    epochs: int = 800
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    cosine: bool = True
+    update_start: int = 1
+    eval_every: int = 1
+    distribute: str = "none"
+    seed: int = 123
+
+    def validate(self):
+        if self.epochs < 1:
+            raise LTPLLError(f"--epochs must be >= 1; received {self.epochs}")
+        if self.batch_size < 1:
+            raise LTPLLError(f"--batch-size must be >= 1; received {self.batch_size}")
+        if self.lr <= 0:
+            raise LTPLLError(f"--lr must be > 0; received {self.lr}")
+        if self.weight_decay < 0:
+            raise LTPLLError(f"--weight-decay must be >= 0; received {self.weight_decay}")
+        if self.update_start < 0:
+            raise LTPLLError(f"--update-start must be >= 0; received {self.update_start}")
+        if self.eval_every < 1:
+            raise LTPLLError(f"--eval-every must be >= 1; received {self.eval_every}")
+        if self.distribute not in ("none", "mirrored"):
+            raise LTPLLError(
+                f"--distribute must be none or mirrored; received {self.distribute!r}"
+            )
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.json``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: str = "runs/latest"
+    version: int = CONFIG_VERSION
+
+    def validate(self):
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload):
+        """Rebuilds a config from ``to_dict`` output.
+
+        Raises:
+            LTPLLError: if the payload comes from another config version or has unknown keys.
+        """
+        version = payload.get("version")
+        if version != CONFIG_VERSION:
+            raise LTPLLError(
+                f"run was written by an incompatible ltpll (config version {version}, "
+                f"this ltpll reads {CONFIG_VERSION})"
+            )
+        try:
+            return cls(
+                data=DataConfig(**payload["data"]),
+                model=ModelConfig(**payload["model"]),
+                train=TrainConfig(**payload["train"]),
+                output=payload["output"],
+                version=version,
+            )
+        except (KeyError, TypeError) as error:
+            raise LTPLLError(f"config.json is malformed: {error}") from None

@@ -1,0 +1,318 @@
+"""PLLModel: a Keras model whose training step does partial-label disambiguation.
+
+One training step, all inside the compiled function (XLA on TensorFlow, ``jit`` on JAX):
+
+1. ``call(images, training=True)`` augments the uint8 batch twice on the device (weak and strong
+   view), runs both views through the backbone in one batch and the linear head, and returns the
+   logits and features of each view;
+2. ``compute_loss`` reads the batch's confidence rows from the table (a non-trainable ``N x C``
+   variable, like BatchNormalization's moving statistics), computes the method's loss (CORR by
+   default), folds the features into the rebalancer's state (RECORDS: the moving feature mean),
+   and writes the method's new confidence rows back, computed from debiased logits
+   ``logits - log prior`` restricted to each sample's *original* candidate set.
+
+Prediction is debiased in ``call(training=False)``, so ``predict``, ``evaluate`` and exported
+models all return ``logits - log prior`` without the caller having to remember.
+
+The logic lives in ``call`` and ``compute_loss`` only; the stock per-backend ``train_step`` of
+Keras drives it, so TensorFlow and JAX run the same code (on JAX, ``compute_loss`` runs inside a
+stateless scope and its variable writes come back as the new non-trainable state).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from ltpll import distribution
+from ltpll.disambiguation import get_method
+from ltpll.errors import LTPLLError
+from ltpll.models.augment import StrongAugment, WeakAugment
+from ltpll.rebalancing.records import NoRebalancing, Records, RecordsPrior
+
+# Per-channel statistics of CIFAR-10's training images; train() replaces them with the statistics
+# of the user's own training set.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@keras.saving.register_keras_serializable(package="ltpll")
+class MaskedAccuracy(keras.metrics.Metric):
+    """Top-1 accuracy over the samples whose label is known (label >= 0).
+
+    During training the labels are the hidden true labels, which exist for benchmark data
+    (CIFAR-LT with generated candidates) but not for a user's own candidate sets (-1).
+    """
+
+    def __init__(self, name="acc", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, labels, logits, sample_weight=None):
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        known = ops.cast(labels >= 0, "float32")
+        hits = ops.cast(ops.equal(ops.argmax(logits, axis=-1), labels), "float32") * known
+        self.correct.assign(self.correct + ops.sum(hits))
+        self.count.assign(self.count + ops.sum(known))
+
+    def result(self):
+        return self.correct / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.correct.assign(0.0)
+        self.count.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="ltpll")
+class PLLModel(keras.Model):
+    """A classifier trained from candidate label sets.
+
+    Args:
+        backbone: a Keras model from normalised float images ``[B, H, W, 3]`` to features
+            ``[B, D]`` (see :mod:`ltpll.models.backbones`).
+        num_classes: number of classes C.
+        num_samples: number of training samples N (rows of the confidence table).
+        image_shape: ``(H, W, 3)`` of the uint8 input images.
+        method: PLL method name (``"corr"``) or a :class:`DisambiguationMethod`.
+        rebalancer: ``None`` (plain PLL), a :class:`~ltpll.Records` callback (then pass the
+            same object to ``fit(callbacks=...)``), or a rebalancer layer.
+        mean, std: per-channel normalisation applied after augmentation, in [0, 1] units.
+        weight_decay: coupled L2 coefficient added to the loss (PyTorch SGD's weight_decay).
+        seed: seed of the augmentation layers.
+        weak_augment, strong_augment: layers mapping a uint8 batch to float images in [0, 1];
+            default :class:`WeakAugment` and :class:`StrongAugment` (the RECORDS policy).
+
+    Example:
+        ```python
+        records = ltpll.Records(momentum=0.9)
+        model = ltpll.PLLModel(build_backbone("resnet-small"), num_classes=10,
+                               num_samples=len(candidates), rebalancer=records)
+        model.set_candidates(candidates)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+        model.fit(train_dataset(images, candidates, labels, 256, seed=0),
+                  epochs=10, callbacks=[records, ltpll.UpdateStart(1)])
+        probabilities = ops.softmax(model.predict(test_images))   # debiased
+        ```
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        num_samples,
+        image_shape=(32, 32, 3),
+        method="corr",
+        rebalancer=None,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        weight_decay=0.0,
+        seed=None,
+        weak_augment=None,
+        strong_augment=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        # === Validate arguments ===
+        if int(num_classes) < 2:
+            raise LTPLLError(f"need at least 2 classes; received num_classes={num_classes}")
+        if int(num_samples) < 1:
+            raise LTPLLError(f"need at least 1 training sample; received {num_samples}")
+        if len(image_shape) != 3 or image_shape[-1] != 3:
+            raise LTPLLError(f"images must be H x W x 3; received image_shape={image_shape}")
+        if weight_decay < 0:
+            raise LTPLLError(f"weight decay must be >= 0; received {weight_decay}")
+
+        # === Config ===
+        self.num_classes = int(num_classes)
+        self.num_samples = int(num_samples)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.method = get_method(method)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.weight_decay = float(weight_decay)
+        self.seed = seed
+
+        # === Layers ===
+        self.backbone = backbone
+        self.head = keras.layers.Dense(self.num_classes, name="head")
+        self.weak_augment = weak_augment or WeakAugment(seed=seed, name="weak_augment")
+        self.strong_augment = strong_augment or StrongAugment(
+            seed=None if seed is None else seed + 1, name="strong_augment"
+        )
+        if isinstance(rebalancer, Records):
+            rebalancer = rebalancer.layer
+        self.rebalancer = rebalancer if rebalancer is not None else NoRebalancing(name="no_rebalancing")
+        self.train_accuracy = MaskedAccuracy(name="acc")
+        self.build((None, *self.image_shape))
+
+    # --- state ---------------------------------------------------------------------------
+
+    def build(self, input_shape):
+        feature_dim = int(self.backbone.output_shape[-1])
+        for layer, shape in ((self.head, (None, feature_dim)), (self.rebalancer, (feature_dim,))):
+            if not layer.built:  # a reloaded sub-layer arrives built
+                layer.build(shape)
+        self.confidence = self.add_weight(
+            shape=(self.num_samples, self.num_classes),
+            initializer=keras.initializers.Constant(1.0 / self.num_classes),
+            trainable=False,
+            autocast=False,
+            # Each replica scatters the all-gathered rows of every replica: identical updates,
+            # so one copy is taken (see ltpll.distribution).
+            aggregation="only_first_replica",
+            name="confidence",
+        )
+        # 0 before --update-start, 1 after: a variable, so the compiled step sees the switch.
+        self.update_enabled = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, autocast=False,
+            aggregation="only_first_replica", name="update_enabled",
+        )
+        self.built = True
+
+    def set_candidates(self, candidates):
+        """Initialises the confidence table uniformly over each sample's candidate set.
+
+        Raises:
+            LTPLLError: if the shape is wrong or a row has no candidate.
+        """
+        candidates = np.asarray(candidates, dtype=np.float32)
+        if candidates.shape != (self.num_samples, self.num_classes):
+            raise LTPLLError(
+                f"candidates must have shape {(self.num_samples, self.num_classes)}; "
+                f"received {candidates.shape}"
+            )
+        sizes = candidates.sum(axis=1, keepdims=True)
+        if np.any(sizes == 0):
+            raise LTPLLError(f"{int(np.sum(sizes == 0))} samples have an empty candidate set")
+        self.confidence.assign(candidates / sizes)
+
+    def estimated_prior(self):
+        """The current class prior as a numpy ``[C]`` array (uniform without RECORDS)."""
+        return np.exp(keras.ops.convert_to_numpy(self.rebalancer.log_prior(self.head, self.num_classes)))
+
+    # --- forward -------------------------------------------------------------------------
+
+    def _normalise(self, images01):
+        mean = ops.convert_to_tensor(self.mean, dtype=images01.dtype)
+        std = ops.convert_to_tensor(self.std, dtype=images01.dtype)
+        return (images01 - mean) / std
+
+    def features(self, images, training=False):
+        """Backbone features of a uint8 (0..255) batch, without augmentation."""
+        images01 = ops.cast(images, "float32") / 255.0
+        return self.backbone(self._normalise(images01), training=training)
+
+    def call(self, images, training=False):
+        if not training:
+            logits = ops.cast(self.head(self.features(images)), "float32")
+            return self.rebalancer.adjust(logits, self.head)
+        weak = self.weak_augment(images)
+        strong = self.strong_augment(images)
+        views = self._normalise(ops.concatenate([weak, strong], axis=0))
+        features = self.backbone(views, training=True)
+        logits = ops.cast(self.head(features), "float32")
+        features_w, features_s = ops.split(features, 2, axis=0)
+        logits_w, logits_s = ops.split(logits, 2, axis=0)
+        return {
+            "logits_w": logits_w,
+            "logits_s": logits_s,
+            "features_w": features_w,
+            "features_s": features_s,
+        }
+
+    # --- loss and disambiguation -------------------------------------------------------------
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(y_pred, dict):
+            # Evaluation on (image, label) pairs: cross-entropy of the debiased logits.
+            labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+            loss = ops.mean(
+                keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+            )
+            return distribution.scale_loss(loss)
+
+        candidates = ops.cast(y["candidates"], "float32")
+        index = ops.cast(ops.reshape(y["index"], (-1,)), "int32")
+        targets = ops.take(self.confidence, index, axis=0)
+        loss = self.method.loss(y_pred["logits_w"], y_pred["logits_s"], targets, candidates)
+        if self.weight_decay:
+            # Coupled L2, as PyTorch's SGD(weight_decay=...) in the reference implementations.
+            loss = loss + 0.5 * self.weight_decay * sum(
+                ops.sum(ops.square(ops.cast(w, "float32"))) for w in self.trainable_weights
+            )
+        if training:
+            self._update_state(y_pred, targets, candidates, index)
+        return distribution.scale_loss(loss)
+
+    def _update_state(self, y_pred, targets, candidates, index):
+        """Moves the rebalancer's state and writes the batch's new confidence rows."""
+        self.rebalancer.update(y_pred["features_w"], y_pred["features_s"])
+        logits_w = ops.stop_gradient(self.rebalancer.adjust(y_pred["logits_w"], self.head))
+        logits_s = ops.stop_gradient(self.rebalancer.adjust(y_pred["logits_s"], self.head))
+        new_rows = self.method.update(
+            ops.log_softmax(logits_w, axis=-1), ops.log_softmax(logits_s, axis=-1), candidates
+        )
+        rows = ops.where(self.update_enabled > 0, new_rows, targets)
+        # Under tf.distribute each replica holds different samples: gather every replica's
+        # (index, row) pairs so all copies of the table receive the same complete scatter.
+        all_index = distribution.all_gather(index)
+        all_rows = distribution.all_gather(rows)
+        self.confidence.assign(
+            ops.scatter_update(self.confidence, ops.expand_dims(all_index, -1), all_rows)
+        )
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, dict):
+            self.train_accuracy.update_state(y["label"], y_pred["logits_w"])
+        else:
+            self.train_accuracy.update_state(y, y_pred)
+        return self.get_metrics_result()
+
+    # --- serialisation -------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "num_samples": self.num_samples,
+            "image_shape": list(self.image_shape),
+            "method": self.method.name,
+            "rebalancer": keras.saving.serialize_keras_object(self.rebalancer),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+            "weak_augment": keras.saving.serialize_keras_object(self.weak_augment),
+            "strong_augment": keras.saving.serialize_keras_object(self.strong_augment),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        for key in ("rebalancer", "weak_augment", "strong_augment"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+class UpdateStart(keras.callbacks.Callback):
+    """Switches confidence updates on from a given epoch (``--update-start``, 1-based count of
+    epochs trained first without updates; 0 updates from the start).
+
+    It assigns the model's ``update_enabled`` variable, as LearningRateScheduler assigns the
+    learning rate, so the already-compiled step sees the change.
+    """
+
+    def __init__(self, start_epoch):
+        super().__init__()
+        if start_epoch < 0:
+            raise LTPLLError(f"--update-start must be >= 0; received {start_epoch}")
+        self.start_epoch = int(start_epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.update_enabled.assign(1.0 if epoch >= self.start_epoch else 0.0)
+
+
+__all__ = ["PLLModel", "UpdateStart", "MaskedAccuracy", "RecordsPrior", "CIFAR10_MEAN", "CIFAR10_STD"]

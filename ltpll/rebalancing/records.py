@@ -1,0 +1,135 @@
+"""RECORDS: dynamic rebalancing by a momentum mean of features (Hong et al., ICLR 2023).
+
+The model's class prior on the training distribution is estimated *without knowing the class
+counts*: keep a momentum moving mean ``F`` of the backbone features of training batches; the
+prior is ``softmax(head(F))``. Subtracting ``log(prior)`` from the logits removes the model's bias
+towards head classes, both when the confidence table is updated (so tail classes are not starved
+of pseudo-label mass) and at prediction time.
+
+Two pieces with one job each:
+
+* :class:`RecordsPrior`, a layer inside the model holding ``F`` as a non-trainable variable and
+  updating it inside the compiled training step (no host round trip; saved with the model);
+* :class:`Records`, the user-facing callback: it creates that layer, so passing the same object to
+  ``PLLModel(rebalancer=...)`` and ``fit(callbacks=[...])`` wires both ends, and it logs the
+  estimated prior each epoch next to the true training distribution when that is known.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from ltpll import distribution
+from ltpll.fileio import write_json
+from ltpll.metrics import prior_distance
+from ltpll.errors import LTPLLError
+
+
+@keras.saving.register_keras_serializable(package="ltpll")
+class NoRebalancing(keras.layers.Layer):
+    """The identity rebalancer: plain PLL, uniform prior."""
+
+    def update(self, features_w, features_s):
+        pass
+
+    def log_prior(self, head, num_classes):
+        return ops.full((num_classes,), -float(np.log(num_classes)))
+
+    def adjust(self, logits, head):
+        return logits
+
+
+@keras.saving.register_keras_serializable(package="ltpll")
+class RecordsPrior(keras.layers.Layer):
+    """Holds the RECORDS moving feature mean ``F`` and turns it into a class prior.
+
+    Args:
+        momentum: weight of the old mean in ``F <- m F + (1 - m) mean((f_w + f_s) / 2)``. ``F``
+            starts at zero, as in the authors' code.
+    """
+
+    def __init__(self, momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise LTPLLError(f"RECORDS momentum must be in [0, 1); received {momentum}")
+        self.momentum = float(momentum)
+
+    def build(self, feature_shape):
+        self.feature_mean = self.add_weight(
+            shape=(int(feature_shape[-1]),),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            # Every replica computes the same all-reduced value; take one copy of it.
+            aggregation="only_first_replica",
+            name="feature_mean",
+        )
+
+    def update(self, features_w, features_s):
+        """Folds the batch's mean feature into ``F`` (call only while training)."""
+        batch_mean = ops.mean(
+            ops.cast(ops.stop_gradient(features_w + features_s), "float32") * 0.5, axis=0
+        )
+        batch_mean = distribution.all_reduce_mean(batch_mean)
+        self.feature_mean.assign(
+            self.momentum * self.feature_mean + (1.0 - self.momentum) * batch_mean
+        )
+
+    def log_prior(self, head, num_classes=None):
+        """``log softmax(head(F))``: the estimated log class prior, shape ``[C]``."""
+        logits = head(ops.expand_dims(ops.cast(self.feature_mean, head.compute_dtype), 0))
+        return ops.log_softmax(ops.cast(logits[0], "float32"))
+
+    def adjust(self, logits, head):
+        """Debiased logits ``logits - log prior``."""
+        return ops.cast(logits, "float32") - ops.stop_gradient(self.log_prior(head))
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+
+class Records(keras.callbacks.Callback):
+    """The RECORDS callback: creates the prior layer and reports the estimated prior.
+
+    Example:
+        ```python
+        records = ltpll.Records(momentum=0.9, true_class_counts=counts)
+        model = ltpll.PLLModel(backbone, candidates, rebalancer=records)
+        model.compile(optimizer="sgd")
+        model.fit(train_ds, epochs=10, callbacks=[records])
+        ```
+
+    Args:
+        momentum: momentum of the feature mean (``--records-momentum``, default 0.9).
+        true_class_counts: the hidden per-class training counts, if known (benchmarks); the L2
+            distance between the estimated prior and this distribution is then logged as
+            ``prior_l2`` each epoch.
+        history_path: if given, a JSON file rewritten each epoch with the prior of every epoch.
+    """
+
+    def __init__(self, momentum=0.9, true_class_counts=None, history_path=None):
+        super().__init__()
+        self.layer = RecordsPrior(momentum=momentum, name="records")
+        self.true_class_counts = (
+            None if true_class_counts is None else np.asarray(true_class_counts, dtype=np.int64)
+        )
+        self.history_path = history_path
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        prior = self.model.estimated_prior()
+        entry = {"epoch": epoch + 1, "prior": [round(float(p), 6) for p in prior]}
+        if self.true_class_counts is not None:
+            distance = prior_distance(prior, self.true_class_counts)
+            entry["l2_to_true"] = distance
+            if logs is not None:
+                logs["prior_l2"] = distance
+        self.history.append(entry)
+        if self.history_path:
+            write_json(
+                self.history_path,
+                {"true_class_counts": None if self.true_class_counts is None
+                 else self.true_class_counts.tolist(),
+                 "epochs": self.history},
+            )
+

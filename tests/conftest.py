@@ -1,0 +1,34 @@
+"""Shared test fixtures: tiny generated data, and the --runslow opt-in for slow checks."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture
+def tiny_pll_data():
+    """32 random 16x16 images in 4 classes with candidate sets that contain the true label."""
+    rng = np.random.default_rng(0)
+    n, c = 32, 4
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, c, n)
+    candidates = (rng.random((n, c)) < 0.4).astype("float32")
+    candidates[np.arange(n), labels] = 1.0
+    return images, candidates, labels
