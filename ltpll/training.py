@@ -327,6 +327,7 @@ def train(config, callbacks=(), log=print):
             train_batches(data, config.train.batch_size, config.train.seed + 2),
             epochs=config.train.epochs,
             callbacks=fit_callbacks,
+            shuffle=False,  # the pipeline reshuffles each epoch itself
             verbose=0,
         )
     elapsed = time.time() - started

@@ -1,0 +1,126 @@
+"""End to end through the CLI: `ltpll train` then `ltpll evaluate` on a tiny generated folder,
+and the bad inputs that must end in one line and a non-zero exit with nothing written."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import main
+
+CLASSES = ["ant", "bee", "cow"]
+PER_CLASS = {"train": 20, "test": 6}
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """train/<class>/*.png with 20 images per class, test/ with 6; class c is tinted by c."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, count in PER_CLASS.items():
+        for c, name in enumerate(CLASSES):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = rng.integers(0, 120, (16, 16, 3)).astype(np.uint8)
+                pixels[..., c] += 120
+                Image.fromarray(pixels).save(root / split / name / f"{i:03d}.png")
+    return str(root)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+TRAIN_ARGS = ["--imbalance-ratio", "2", "--partial-rate", "0.3", "--backbone", "tiny",
+              "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--seed", "5"]
+
+
+def test_train_then_evaluate(image_folder, tmp_path):
+    run = str(tmp_path / "run")
+    result = invoke("train", "--dataset", image_folder, "--records", "--output", run, *TRAIN_ARGS)
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "model.keras", "history.csv", "class_counts.json",
+                 "candidates.csv", "prior.json", "metrics.json"):
+        assert os.path.exists(os.path.join(run, name)), name
+    counts = json.load(open(os.path.join(run, "class_counts.json")))
+    assert counts["class_names"] == CLASSES
+    assert counts["counts"] == [20, int(20 * 2 ** -0.5), 10]
+    with open(os.path.join(run, "history.csv")) as handle:
+        history = list(csv.DictReader(handle))
+    assert len(history) == 2 and "test_top1" in history[0] and "prior_l2" in history[0]
+    trained = json.load(open(os.path.join(run, "metrics.json")))
+    assert len(trained["per_class"]) == 3 and 0.0 <= trained["top1"] <= 1.0
+    assert np.isclose(sum(trained["estimated_prior"]), 1.0, atol=1e-5)
+
+    os.remove(os.path.join(run, "metrics.json"))
+    result = invoke("evaluate", run)
+    assert result.exit_code == 0, result.output
+    assert "top-1" in result.output and "Per-class" in result.output
+    evaluated = json.load(open(os.path.join(run, "metrics.json")))
+    assert evaluated["num_samples"] == 3 * PER_CLASS["test"]
+    # evaluate reloads the same model, so it reproduces the metrics of the end of training.
+    assert np.isclose(evaluated["top1"], trained["top1"])
+    assert np.allclose(evaluated["estimated_prior"], trained["estimated_prior"], atol=1e-6)
+
+
+def test_train_on_users_candidate_file(image_folder, tmp_path):
+    path = tmp_path / "candidates.csv"
+    rows = ["path,candidates"]
+    for c, name in enumerate(CLASSES):
+        for i in range(PER_CLASS["train"]):
+            other = CLASSES[(c + 1) % 3]
+            rows.append(f"{name}/{i:03d}.png,{name};{other}" if i % 2 else f"{name}/{i:03d}.png,{c}")
+    path.write_text("\n".join(rows) + "\n")
+    run = str(tmp_path / "run")
+    # No --imbalance-ratio: the user's data is used as it is, every image with its own set.
+    result = invoke("train", "--dataset", image_folder, "--candidates", str(path),
+                    "--output", run, *TRAIN_ARGS[2:])
+    assert result.exit_code == 0, result.output
+    with open(os.path.join(run, "candidates.csv")) as handle:
+        saved = {row["path"]: set(row["candidates"].split(";")) for row in csv.DictReader(handle)}
+    assert len(saved) == 3 * PER_CLASS["train"]
+    assert saved["bee/001.png"] == {"bee", "cow"}
+    assert saved["ant/000.png"] == {"ant"}
+
+
+def _bad_candidates(tmp_path, image_folder, replace):
+    lines = ["path,candidates"] + [
+        f"{name}/{i:03d}.png,{name}" for name in CLASSES for i in range(PER_CLASS["train"])
+    ]
+    lines[3] = replace
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return ["--dataset", image_folder, "--candidates", str(path)]
+
+
+BAD_INPUTS = {
+    "missing dataset path": lambda tmp, folder: ["--dataset", str(tmp / "nowhere")],
+    "unknown class in candidate file": lambda tmp, folder: _bad_candidates(tmp, folder, "ant/002.png,ant;zebra"),
+    "empty candidate set": lambda tmp, folder: _bad_candidates(tmp, folder, "ant/002.png,"),
+    "rho below 1": lambda tmp, folder: ["--dataset", folder, "--imbalance-ratio", "0.5"],
+    "q of 1": lambda tmp, folder: ["--dataset", folder, "--partial-rate", "1.0"],
+    "negative q": lambda tmp, folder: ["--dataset", folder, "--partial-rate", "-0.1"],
+    "negative epochs": lambda tmp, folder: ["--dataset", folder, "--epochs", "-1"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_writes_nothing(case, image_folder, tmp_path):
+    run = tmp_path / "run"
+    args = BAD_INPUTS[case](tmp_path, image_folder)
+    result = CliRunner().invoke(main, ["train", *args, "--backbone", "tiny", "--output", str(run)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error:"), result.output
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert not run.exists()
+
+
+def test_evaluate_of_a_missing_run_is_a_user_error(tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "does not exist" in result.output
