@@ -1,0 +1,556 @@
+"""Where images come from: tensorflow-datasets, an image folder, a .tar.gz of one, or the sample.
+
+Every source ends as an :class:`ImageSet` of in-memory uint8 arrays: CIFAR-sized datasets fit in
+memory many times over, and the long-tail subsampling and candidate generation that follow need
+random access to labels anyway.
+
+Image folders follow the tensorflow-datasets layout ``<root>/<split>/<class>/<image>`` and are
+read through ``tfds.folder_dataset.ImageFolder`` when TensorFlow is installed, or decoded with
+Pillow when it is not (the JAX-only GPU machine). Both decoders give bit-identical pixels (JPEGs
+are decoded with the accurate integer DCT, which is what Pillow's libjpeg uses, and any resizing is
+done by Pillow), so a model trained on one machine sees the same data on the other. TensorFlow is
+imported only inside the functions that need it.
+
+Decoding 50,000 JPEGs takes seconds, so decoded arrays are cached as ``.npz`` files under the
+cache directory (``$XDG_CACHE_HOME/ltpll``, default ``~/.cache/ltpll``), keyed by the folder, the
+split, the image size and every image's size and mtime, and written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import glob
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ltpll.errors import LTPLLError
+from ltpll.fileio import atomic_path
+
+logger = logging.getLogger(__name__)
+
+TFDS_DATASETS = ("cifar10", "cifar100")
+SAMPLE = "sample"
+SAMPLE_ARCHIVE = Path(__file__).resolve().parent.parent / "sample" / "cifar10_sample.tar.gz"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what tfds' ImageFolder lists
+CACHE_FORMAT = 1  # bump when the decoded arrays would change for the same files
+_TF_BATCH = 1024
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """One split of a dataset, in memory.
+
+    Attributes:
+        images: uint8 [N, H, W, 3].
+        labels: int64 [N] class ids (indices into ``class_names``).
+        class_names: the class names; for folders sorted, and those of the train split.
+        paths: a stable id per image, used by candidate files: the path relative to the split
+            folder for folders (``cat/0001.jpg``), ``<split>/<index>`` for tfds datasets.
+        superclass_of: ``superclass_of[c]`` is class ``c``'s superclass, where the dataset has
+            them (CIFAR-100), else None.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    paths: list[str]
+    superclass_of: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def take(self, indices) -> ImageSet:
+        """The samples at ``indices`` (e.g. a long-tailed subsample), paths and labels too."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageSet(
+            images=self.images[indices],
+            labels=self.labels[indices],
+            class_names=list(self.class_names),
+            paths=[self.paths[i] for i in indices],
+            superclass_of=self.superclass_of,
+        )
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ltpll``, or ``~/.cache/ltpll``: never inside the repository or the data."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ltpll"
+
+
+def load_split(
+    dataset: str, split: str, image_size: int | None = None, cache_dir: str | None = None
+) -> ImageSet:
+    """Load one split of a dataset into memory.
+
+    Args:
+        dataset: ``"cifar10"`` or ``"cifar100"`` (through tensorflow-datasets, which downloads
+            them on first use), ``"sample"`` (the small CIFAR-10 sample shipped with ltpll), a
+            folder ``<root>/<split>/<class>/<image>``, or a ``.tar.gz``/``.tgz`` of such a folder.
+        split: ``"train"``, ``"test"``, ...: a tfds split, or a folder under the root.
+        image_size: resize every image to ``image_size x image_size``; None keeps the size,
+            which must then be the same for all images.
+        cache_dir: where archives are extracted and decoded arrays cached; defaults to
+            :func:`default_cache_dir`.
+
+    Returns:
+        An :class:`ImageSet`.
+
+    Raises:
+        LTPLLError: an unknown dataset or missing path, a missing split, a folder without images,
+            an unreadable image (named), images of different sizes without ``image_size``, test
+            classes the train split does not have, or a tfds dataset that cannot be downloaded.
+
+    Example:
+        >>> train = load_split("sample", "train")
+        >>> train.images.shape, train.class_names[:2]
+        ((5000, 32, 32, 3), ['airplane', 'automobile'])
+    """
+    _check_image_size(image_size)
+    image_size = None if image_size is None else int(image_size)
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if dataset in TFDS_DATASETS:
+        return _load_tfds(dataset, split, image_size)
+    if dataset == SAMPLE:
+        if not SAMPLE_ARCHIVE.is_file():
+            raise LTPLLError(f"the packaged sample {SAMPLE_ARCHIVE} is missing; reinstall ltpll")
+        return _load_archive(SAMPLE_ARCHIVE, split, image_size, cache)
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return _load_folder(path, split, image_size, cache)
+    if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
+        return _load_archive(path, split, image_size, cache)
+    if path.exists():
+        raise LTPLLError(f"{dataset} is neither an image folder nor a .tar.gz/.tgz of one")
+    raise LTPLLError(
+        f"no dataset {dataset!r}: not {', '.join(TFDS_DATASETS)} or {SAMPLE}, "
+        "and no such folder or .tar.gz file"
+    )
+
+
+def _check_image_size(image_size) -> None:
+    valid = isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool)
+    if image_size is not None and not (valid and image_size > 0):
+        raise LTPLLError(f"image size must be a positive integer; got {image_size!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# tensorflow-datasets
+# --------------------------------------------------------------------------------------------
+
+
+def _load_tfds(name: str, split: str, image_size: int | None) -> ImageSet:
+    """CIFAR-10/100 through tfds; the first use downloads them (needs the internet)."""
+    offline_hint = (
+        "without internet access pass an image folder or a .tar.gz of one as the dataset "
+        f"instead (<root>/<split>/<class>/<image>), or '{SAMPLE}' for ltpll's bundled demo sample"
+    )
+    try:
+        import tensorflow_datasets as tfds
+
+        data, info = tfds.load(name, split=split, batch_size=-1, with_info=True)
+        data = tfds.as_numpy(data)
+    except Exception as error:  # tfds raises many types offline (DownloadError, ImportError, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise LTPLLError(
+            f"could not load {name!r} split {split!r} through tensorflow-datasets "
+            f"({type(error).__name__}: {reason[:200]}); {offline_hint}"
+        ) from error
+    images = _resize_all(data["image"], image_size)
+    labels = data["label"].astype(np.int64)
+    class_names = list(info.features["label"].names)
+    superclass_of = None
+    if "coarse_label" in data:
+        superclass_of = _superclass_table(labels, data["coarse_label"], len(class_names))
+    paths = [f"{split}/{i}" for i in range(len(labels))]
+    return ImageSet(images, labels, class_names, paths, superclass_of)
+
+
+def _superclass_table(labels: np.ndarray, coarse: np.ndarray, num_classes: int) -> np.ndarray:
+    """Fine -> coarse table from per-image labels (classes missing from the split: CIFAR-100's)."""
+    from ltpll.data.candidates import CIFAR100_SUPERCLASS_OF
+
+    table = CIFAR100_SUPERCLASS_OF.copy() if num_classes == 100 else np.full(num_classes, -1)
+    table[labels] = np.asarray(coarse, dtype=np.int64)
+    return table.astype(np.int64)
+
+
+def _resize_all(images: np.ndarray, image_size: int | None) -> np.ndarray:
+    if image_size is None or images.shape[1:3] == (image_size, image_size):
+        return images
+    return np.stack([_resize(image, image_size) for image in images])
+
+
+def _resize(image: np.ndarray, image_size: int) -> np.ndarray:
+    """Bilinear resize with Pillow: one implementation for every decoder, so pixels agree."""
+    from PIL import Image
+
+    resized = Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Archives
+# --------------------------------------------------------------------------------------------
+
+
+def _load_archive(archive: Path, split: str, image_size: int | None, cache: Path) -> ImageSet:
+    extracted = _extract_once(archive, cache)
+    return _load_folder(_archive_root(extracted, split), split, image_size, cache, source=archive)
+
+
+def _extract_once(archive: Path, cache: Path) -> Path:
+    """Extract ``archive`` to ``<cache>/<name>-<hash>/`` unless that is already there.
+
+    The hash covers the archive's path, size and mtime, so a replaced archive is extracted
+    afresh. Extraction goes to a temporary folder renamed into place at the end: a crash or a
+    concurrent run never leaves a half-extracted folder that would be taken for a complete one.
+    """
+    stat = archive.stat()
+    key = _short_hash(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
+    target = cache / f"{_archive_stem(archive)}-{key}"
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    logger.info("extracting %s to %s (once)", archive, target)
+    scratch = Path(tempfile.mkdtemp(prefix=f".extract-{target.name}-", dir=cache))
+    scratch.chmod(0o755)  # mkdtemp makes it private; the extracted data is not secret
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            _extract_all(tar, scratch)
+        os.rename(scratch, target)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if target.is_dir():  # another process finished the same extraction first
+            return target
+        raise LTPLLError(f"cannot extract {archive}: {error}") from error
+    return target
+
+
+def _extract_all(tar: tarfile.TarFile, destination: Path) -> None:
+    """Extract, refusing members that would land outside ``destination`` (``..``, links, ...)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(destination, filter="data")
+        return
+    for member in tar.getmembers():  # Python < 3.11.4: the same check by hand
+        target = (destination / member.name).resolve()
+        if destination.resolve() not in target.parents or member.issym() or member.islnk():
+            raise LTPLLError(f"refusing to extract unsafe archive member {member.name!r}")
+    tar.extractall(destination)
+
+
+def _archive_stem(archive: Path) -> str:
+    for suffix in ARCHIVE_SUFFIXES:
+        if archive.name.endswith(suffix):
+            return archive.name[: -len(suffix)]
+    return archive.stem
+
+
+def _archive_root(extracted: Path, split: str) -> Path:
+    """The dataset root inside an extracted archive: its top, or its single top-level folder."""
+    if (extracted / split).is_dir():
+        return extracted
+    folders = [child for child in extracted.iterdir() if child.is_dir()]
+    if len(folders) == 1 and (folders[0] / split).is_dir():
+        return folders[0]
+    return extracted
+
+
+# --------------------------------------------------------------------------------------------
+# Image folders
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Listing:
+    """The images of one split, in a stable order (class, then file name)."""
+
+    root: Path
+    split: str
+    class_names: list[str]
+    files: list[str]  # absolute, as tfds' ImageFolder names them
+    paths: list[str]  # relative to the split folder, posix
+    labels: np.ndarray
+    signature: str  # changes when any image is added, removed, resized or touched
+
+
+def _load_folder(
+    root: Path, split: str, image_size: int | None, cache: Path, source: Path | None = None
+) -> ImageSet:
+    listing = _list_split(root.resolve(), split, source or root)
+    cache_file = _cache_file(cache, listing, image_size)
+    cached = _read_cache(cache_file, listing)
+    if cached is not None:
+        return cached
+    images = _decode_images(listing, image_size)
+    image_set = ImageSet(images, listing.labels, listing.class_names, listing.paths)
+    _write_cache(cache_file, image_set)
+    return image_set
+
+
+def _list_split(root: Path, split: str, source: Path) -> _Listing:
+    split_dir = root / split
+    if not split_dir.is_dir():
+        found = sorted(child.name for child in _subfolders(root))
+        raise LTPLLError(
+            f"{source} has no '{split}' split folder (expected <root>/{split}/<class>/<image>); "
+            f"found folders: {', '.join(found) or 'none'}"
+        )
+    class_names = _class_names(root, split, source)
+    files, paths, labels, stats = [], [], [], []
+    for label, class_name in enumerate(class_names):
+        for entry in _image_entries(split_dir / class_name):
+            files.append(os.path.join(str(root), split, class_name, entry.name))
+            paths.append(f"{class_name}/{entry.name}")
+            labels.append(label)
+            stat = entry.stat()
+            stats.append(f"{paths[-1]}|{stat.st_size}|{stat.st_mtime_ns}")
+    if not files:
+        raise LTPLLError(
+            f"no images ({'/'.join(IMAGE_EXTENSIONS)}) in {source}/{split}/<class>/; "
+            "expected <root>/<split>/<class>/<image>"
+        )
+    signature = _short_hash("\n".join([*class_names, *stats]), length=16)
+    return _Listing(root, split, class_names, files, paths, np.array(labels, np.int64), signature)
+
+
+def _class_names(root: Path, split: str, source: Path) -> list[str]:
+    """Sorted class folders of the train split; other splits must not add classes.
+
+    Label ids must mean the same class in every split, so a test split reuses the train split's
+    list even where it lacks some class.
+    """
+    own = sorted(folder.name for folder in _subfolders(root / split))
+    if split == "train" or not (root / "train").is_dir():
+        return own
+    train = sorted(folder.name for folder in _subfolders(root / "train"))
+    unknown = [name for name in own if name not in train]
+    if unknown:
+        raise LTPLLError(
+            f"{source}: the '{split}' split has class folder(s) the train split lacks: "
+            f"{', '.join(unknown)}"
+        )
+    return train
+
+
+def _subfolders(directory: Path) -> list[Path]:
+    children = directory.iterdir()
+    return [child for child in children if child.is_dir() and not child.name.startswith(".")]
+
+
+def _image_entries(class_dir: Path) -> list[os.DirEntry]:
+    if not class_dir.is_dir():
+        return []
+    with os.scandir(class_dir) as entries:
+        images = [
+            entry
+            for entry in entries
+            if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file()
+        ]
+    return sorted(images, key=lambda entry: entry.name)
+
+
+def _short_hash(text: str, length: int = 10) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:length]
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def _tensorflow_available() -> bool:
+    """True where TensorFlow and tensorflow-datasets import (not on the JAX-only GPU machine).
+
+    Tried only when there are images to decode, so a cache hit never pays for importing them.
+    """
+    try:
+        import tensorflow  # noqa: F401
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _decode_images(listing: _Listing, image_size: int | None) -> np.ndarray:
+    """Decode every image of the listing to uint8 [N, H, W, 3], in listing order."""
+    shape = _target_shape(listing.files[0], image_size)
+    images = np.zeros((len(listing.files), *shape), dtype=np.uint8)
+    done = np.zeros(len(listing.files), dtype=bool)
+    if _tensorflow_available():
+        _decode_with_tfds(listing, shape, images, done)
+    # Whatever the fast path did not fill (no TensorFlow; images to resize) goes through Pillow.
+    for row in np.flatnonzero(~done):
+        images[row] = _pillow_image(listing.files[row], shape, image_size)
+    return images
+
+
+def _target_shape(first_file: str, image_size: int | None) -> tuple[int, int, int]:
+    if image_size is not None:
+        return (image_size, image_size, 3)
+    from PIL import Image
+
+    try:
+        with Image.open(first_file) as image:  # reads only the header
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as error:
+        raise LTPLLError(f"cannot read image {first_file}: {error}") from None
+    return (height, width, 3)
+
+
+def _pillow_image(file: str, shape: tuple[int, int, int], image_size: int | None) -> np.ndarray:
+    """Decode with Pillow; resize to ``image_size`` if given, else insist on ``shape``."""
+    array = _open_rgb(file)
+    if array.shape == shape:
+        return array
+    if image_size is not None:
+        return _resize(array, image_size)
+    raise LTPLLError(
+        f"images differ in size: {file} is {array.shape[1]}x{array.shape[0]}, the first image "
+        f"{shape[1]}x{shape[0]}; pass --image-size to resize them all"
+    )
+
+
+def _open_rgb(file: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise LTPLLError(f"cannot read image {file}: {error}") from None
+
+
+def _decode_with_tfds(listing: _Listing, shape, images: np.ndarray, done: np.ndarray) -> None:
+    """Decode, in parallel and batched, the images that already have ``shape``.
+
+    Reads the files through ``tfds.folder_dataset.ImageFolder`` (its own decoding skipped, to pick
+    the JPEG DCT that matches Pillow), and fills ``images``/``done`` in listing order. Images of
+    another size are left for :func:`_pillow_image` to resize or report.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    with _no_tfds_tempdir_leak():
+        builder = tfds.folder_dataset.ImageFolder(str(listing.root))
+    dataset = builder.as_dataset(
+        split=listing.split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+    )
+    dataset = dataset.map(
+        functools.partial(_tf_decode, shape=shape), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    row_of = {file: row for row, file in enumerate(listing.files)}
+    try:
+        for batch, fits, files in dataset.batch(_TF_BATCH).prefetch(2).as_numpy_iterator():
+            rows = np.array([row_of.get(os.fsdecode(file), -1) for file in files])
+            keep = fits & (rows >= 0)
+            images[rows[keep]] = batch[keep]
+            done[rows[keep]] = True
+    except tf.errors.OpError as error:
+        _raise_for_unreadable(listing, error)
+
+
+@contextlib.contextmanager
+def _no_tfds_tempdir_leak():
+    """Remove the empty ``/tmp/tmp*tfds`` folder each tfds builder leaves behind.
+
+    tfds 4.9's ``DatasetInfo.initialize_from_bucket`` calls ``tempfile.mkdtemp("tfds")`` before it
+    finds GCS disabled and returns, so every ImageFolder leaks an empty folder. Only folders that
+    appeared during the block and are still empty are removed (``rmdir`` refuses anything else).
+    """
+    pattern = os.path.join(tempfile.gettempdir(), "tmp*tfds")
+    before = set(glob.glob(pattern))
+    try:
+        yield
+    finally:
+        for leaked in set(glob.glob(pattern)) - before:
+            try:
+                os.rmdir(leaked)
+            except OSError:
+                pass
+
+
+def _tf_decode(example, shape):
+    """Decode one image; JPEGs with the accurate integer DCT, which matches Pillow exactly."""
+    import tensorflow as tf
+
+    data = example["image"]
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+    )
+    fits = tf.reduce_all(tf.shape(image) == tf.constant(shape))
+    image = tf.cond(fits, lambda: tf.reshape(image, shape), lambda: tf.zeros(shape, tf.uint8))
+    return image, fits, example["image/filename"]
+
+
+def _raise_for_unreadable(listing: _Listing, error) -> None:
+    """TensorFlow's decode errors do not name the file: find it with Pillow and name it."""
+    for file in listing.files:
+        _open_rgb(file)  # raises LTPLLError naming the first bad file
+    raise LTPLLError(
+        f"cannot decode the images of {listing.root / listing.split}: {error.message}"
+    ) from error
+
+
+# --------------------------------------------------------------------------------------------
+# Decoded-array cache
+# --------------------------------------------------------------------------------------------
+
+
+def _cache_file(cache: Path, listing: _Listing, image_size: int | None) -> Path:
+    """``<cache>/decoded/<folder>-<hash of its path>-<split>-<size>-<hash of its files>.npz``."""
+    size = f"{image_size}px" if image_size else "native"
+    prefix = f"{listing.root.name}-{_short_hash(str(listing.root), 8)}-{listing.split}-{size}"
+    return cache / "decoded" / f"{prefix}-v{CACHE_FORMAT}-{listing.signature}.npz"
+
+
+def _read_cache(cache_file: Path, listing: _Listing) -> ImageSet | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as stored:
+            paths = stored["paths"].tolist()
+            class_names = stored["class_names"].tolist()
+            if paths != listing.paths or class_names != listing.class_names:
+                return None
+            return ImageSet(stored["images"], stored["labels"], class_names, paths)
+    except (OSError, ValueError, KeyError, zlib.error) as error:  # unreadable: decode afresh
+        logger.warning("ignoring unreadable cache %s: %s", cache_file, error)
+        return None
+
+
+def _write_cache(cache_file: Path, image_set: ImageSet) -> None:
+    """Write the arrays atomically, then drop older caches of the same folder/split/size."""
+    try:
+        with atomic_path(cache_file) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(
+                    handle,
+                    images=image_set.images,
+                    labels=image_set.labels,
+                    class_names=np.array(image_set.class_names, dtype=str),
+                    paths=np.array(image_set.paths, dtype=str),
+                )
+    except OSError as error:  # a read-only or full cache only costs speed
+        logger.warning("could not write cache %s: %s", cache_file, error)
+        return
+    prefix = cache_file.name.rsplit("-", 1)[0] + "-"
+    for stale in cache_file.parent.iterdir():
+        if stale.name.startswith(prefix) and stale.suffix == ".npz" and stale != cache_file:
+            stale.unlink(missing_ok=True)
