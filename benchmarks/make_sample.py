@@ -21,11 +21,12 @@ import io
 import os
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SOURCE = "/work/shared/data/cifar10-jpg.tar.gz"
+DEFAULT_SOURCE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz")
 DEFAULT_OUTPUT = os.path.join(HERE, os.pardir, "ltpll", "sample", "cifar10_sample.tar.gz")
 
 

@@ -15,7 +15,8 @@ from ltpll.data.sources import ImageSet, default_cache_dir, load_split
 from ltpll.errors import LTPLLError
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_TARBALL = Path("/work/shared/data/cifar10-jpg.tar.gz")
+# The offline CIFAR-10 copy lives in shared/ beside the checkout (as on CI).
+SHARED_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 
 # train has three classes (written out of order), test lacks "ant": labels must follow train's list.
