@@ -10,6 +10,7 @@
 4. save the run directory (layout in :data:`RUN_FILES`) that ``ltpll evaluate`` reloads.
 """
 
+import csv
 import dataclasses
 import importlib.util
 import os
@@ -238,6 +239,28 @@ class EvaluateEvery(keras.callbacks.Callback):
                 logs[f"test_{key}"] = float("nan") if value is None else value
 
 
+class HistoryLog(keras.callbacks.Callback):
+    """Writes one CSV row per epoch, rewriting the file atomically each time.
+
+    Unlike Keras' CSVLogger, columns are the union of every epoch's keys (test metrics appear
+    only on evaluation epochs) and no empty ``val_*`` columns are invented.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.rows = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+
 class SaveModel(keras.callbacks.Callback):
     """Saves the model (atomically) every ``every`` epochs, so a crash loses little."""
 
@@ -314,7 +337,7 @@ def train(config, callbacks=(), log=print):
         fit_callbacks += [
             evaluator,
             SaveModel(os.path.join(out, RUN_FILES["model"]), config.train.eval_every),
-            keras.callbacks.CSVLogger(os.path.join(out, RUN_FILES["history"])),
+            HistoryLog(os.path.join(out, RUN_FILES["history"])),
             keras.callbacks.TerminateOnNaN(),
         ]
         if tensorflow_available():
@@ -402,6 +425,9 @@ def evaluate(run_dir, dataset=None, split=None, batch_size=EVAL_BATCH_SIZE, outp
     result["estimated_prior"] = model.estimated_prior().tolist()
     if output is None and dataset is None and split is None:
         output = os.path.join(run_dir, RUN_FILES["metrics"])
+        if os.path.exists(output):
+            # Keep what only training knows (train_seconds); replace every measured value.
+            result = {**read_json(output), **result}
     if output:
         write_json(output, result)
     return result

@@ -41,7 +41,8 @@ TRAIN_ARGS = ["--imbalance-ratio", "2", "--partial-rate", "0.3", "--backbone", "
 
 def test_train_then_evaluate(image_folder, tmp_path):
     run = str(tmp_path / "run")
-    result = invoke("train", "--dataset", image_folder, "--records", "--output", run, *TRAIN_ARGS)
+    result = invoke("train", "--dataset", image_folder, "--records", "--eval-every", "2",
+                    "--output", run, *TRAIN_ARGS)
     assert result.exit_code == 0, result.output
     for name in ("config.json", "model.keras", "history.csv", "class_counts.json",
                  "candidates.csv", "prior.json", "metrics.json"):
@@ -51,17 +52,22 @@ def test_train_then_evaluate(image_folder, tmp_path):
     assert counts["counts"] == [20, int(20 * 2 ** -0.5), 10]
     with open(os.path.join(run, "history.csv")) as handle:
         history = list(csv.DictReader(handle))
-    assert len(history) == 2 and "test_top1" in history[0] and "prior_l2" in history[0]
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert "prior_l2" in history[0] and not any(key.startswith("val_") for key in history[0])
+    # --eval-every 2: the test columns are filled on the evaluation epoch only.
+    assert history[0]["test_top1"] == "" and 0.0 <= float(history[1]["test_top1"]) <= 1.0
     trained = json.load(open(os.path.join(run, "metrics.json")))
     assert len(trained["per_class"]) == 3 and 0.0 <= trained["top1"] <= 1.0
     assert np.isclose(sum(trained["estimated_prior"]), 1.0, atol=1e-5)
 
-    os.remove(os.path.join(run, "metrics.json"))
+    # Spoil the recorded accuracy: evaluate must measure it again (and keep train_seconds).
+    json.dump({**trained, "top1": -1.0}, open(os.path.join(run, "metrics.json"), "w"))
     result = invoke("evaluate", run)
     assert result.exit_code == 0, result.output
     assert "top-1" in result.output and "Per-class" in result.output
     evaluated = json.load(open(os.path.join(run, "metrics.json")))
     assert evaluated["num_samples"] == 3 * PER_CLASS["test"]
+    assert evaluated["train_seconds"] == trained["train_seconds"]   # kept from training
     # evaluate reloads the same model, so it reproduces the metrics of the end of training.
     assert np.isclose(evaluated["top1"], trained["top1"])
     assert np.allclose(evaluated["estimated_prior"], trained["estimated_prior"], atol=1e-6)
