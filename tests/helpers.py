@@ -1,7 +1,14 @@
 """Builders shared by several test modules."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
+import pytest
 
 from ltpll.models.backbones import build_backbone
 from ltpll.models.pll_model import PLLModel
@@ -37,3 +44,22 @@ def targets(candidates, labels, index=None):
         "index": np.asarray(index, dtype="int32"),
         "label": np.asarray(labels)[index].astype("int32"),
     }
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, backend="tensorflow", timeout=600):
+    """Runs ``code`` in a fresh interpreter with the given Keras backend; returns its stdout.
+
+    The Keras backend, TensorFlow's device list and blocked imports are fixed per process, so
+    tests of those run here. Skips when the backend's package is not installed.
+    """
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout

@@ -6,10 +6,6 @@ subprocess (the backend is fixed per process).  PIL, when installed, is the refe
 RandAugment ops, since the authors' pipeline is PIL.
 """
 
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -19,8 +15,8 @@ from keras import ops
 
 from ltpll.models import augment
 from ltpll.models.augment import StrongAugment, WeakAugment
+from tests.helpers import run_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {"weak": WeakAugment, "strong": StrongAugment}
 
 
@@ -41,21 +37,7 @@ def _numpy(x):
 
 
 def _run_in_subprocess(backend, code):
-    module = {"tensorflow": "tensorflow", "jax": "jax"}[backend]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed")
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_python(code, backend, timeout=300)
 
 
 # ------------------------------------------------------------------------------ layer contract

@@ -5,14 +5,11 @@ in a fresh Python process.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_python
 
 TRAIN_A_FEW_STEPS = r"""
 import json, numpy as np, keras
@@ -46,18 +43,13 @@ print(json.dumps({
 """
 
 
-def run_python(code, backend, extra_env=None):
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": ROOT, **(extra_env or {})}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def run_json(code, backend):
+    return json.loads(run_python(code, backend).strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_training_steps_run_compiled_on_each_backend(backend):
-    result = run_python(TRAIN_A_FEW_STEPS, backend)
+    result = run_json(TRAIN_A_FEW_STEPS, backend)
     assert result["backend"] == backend and result["jit"] is True
     assert all(np.isfinite(result["loss"]))
     assert result["moved"] > 1e-4                  # disambiguation happened
@@ -70,7 +62,7 @@ def test_training_steps_run_compiled_on_each_backend(backend):
 def test_jax_backend_does_not_import_tensorflow_for_the_model():
     code = ("import sys, ltpll.models.pll_model, ltpll.rebalancing, ltpll.training; "
             "print(__import__('json').dumps({'tf': 'tensorflow' in sys.modules}))")
-    assert run_python(code, "jax") == {"tf": False}
+    assert run_json(code, "jax") == {"tf": False}
 
 
 MIRRORED_EQUIVALENCE = r"""
@@ -119,7 +111,7 @@ print(json.dumps({
 
 
 def _mirrored(epochs):
-    return run_python(MIRRORED_EQUIVALENCE.replace("STEPS_EPOCHS", str(epochs)), "tensorflow")
+    return run_json(MIRRORED_EQUIVALENCE.replace("STEPS_EPOCHS", str(epochs)), "tensorflow")
 
 
 def test_mirrored_strategy_table_equals_single_device():

@@ -1,15 +1,11 @@
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ltpll.data.pipeline import PLLBatches, eval_dataset, train_dataset
 from ltpll.errors import LTPLLError
+from tests.helpers import run_python
 
-REPO = Path(__file__).resolve().parents[1]
 N, C = 53, 7
 
 
@@ -133,11 +129,6 @@ def test_numpy_batches_need_no_tensorflow():
         "x, y = b[1]\n"
         "print(len(b), x.shape, sorted(y), y['label'].tolist())\n"
     )
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == (
+    assert run_python(script, "jax").strip().splitlines()[-1] == (
         "2 (2, 2, 2, 3) ['candidates', 'index', 'label'] [-1, -1]"
     )

@@ -1,6 +1,4 @@
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 import types
@@ -13,8 +11,8 @@ from PIL import Image
 from ltpll.data import sources
 from ltpll.data.sources import ImageSet, default_cache_dir, load_split
 from ltpll.errors import LTPLLError
+from tests.helpers import run_python
 
-REPO = Path(__file__).resolve().parents[1]
 # The offline CIFAR-10 copy lives in shared/ beside the checkout (as on CI).
 SHARED_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
@@ -261,9 +259,7 @@ def test_reads_folders_without_tensorflow_installed(tmp_path):
         f"s = load_split({str(tmp_path / 'data')!r}, 'train', cache_dir={str(tmp_path / 'c')!r})\n"
         "print(s.images.shape, s.labels.tolist())\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "(6, 6, 4, 3) [0, 1, 1, 1, 2, 2]"
+    assert run_python(script).strip() == "(6, 6, 4, 3) [0, 1, 1, 1, 2, 2]"
 
 
 def test_import_does_not_import_tensorflow():
@@ -271,12 +267,7 @@ def test_import_does_not_import_tensorflow():
         "import sys, ltpll.data.sources, ltpll.data.candidates, ltpll.data.longtail\n"
         "print(sorted(m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules))\n"
     )
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert run_python(script, "jax").strip() == "[]"
 
 
 @pytest.mark.skipif(not sources.SAMPLE_ARCHIVE.is_file(), reason="sample not built")
