@@ -10,7 +10,7 @@ DATASET ?= cifar10
 EPOCHS ?= 800
 OUTPUT ?= runs/c10-lt-corr-records
 
-.PHONY: install test test-all train demo bench-augment clean
+.PHONY: install test test-all train demo bench-augment bench-grid-cpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,18 @@ demo: install
 		--records --backbone resnet-small --epochs 15 --batch-size 64 --lr 0.05 \
 		--weight-decay 5e-4 --eval-every 5 --seed 123 --output runs/demo
 	$(BIN)/ltpll evaluate runs/demo
+
+# The paper's comparison grid, scaled to finish in under an hour on a 2-core CPU: resnet-small on
+# the shared CIFAR-10-LT copy (rho=100, n_max=500: 1240 training images), q in {0.3, 0.5}, four PLL
+# methods x {none, oracle-la, oracle-la-posthoc, records}, one seed, 16 epochs. Resumable: run it
+# again after an interruption. Tables and plots land in $(BENCH_OUTPUT).
+BENCH_OUTPUT ?= runs/bench-grid-cpu
+bench-grid-cpu: install
+	$(BIN)/ltpll benchmark --dataset $(SHARED_CIFAR) --imbalance-ratios 100 --max-per-class 500 \
+		--partial-rates 0.3,0.5 --methods corr,proden,lw,cavl \
+		--rebalancers none,oracle-la,oracle-la-posthoc,records --seeds 1 \
+		--backbone resnet-small --epochs 16 --batch-size 64 --lr 0.05 --weight-decay 5e-4 \
+		--eval-every 16 --output $(BENCH_OUTPUT)
 
 bench-augment: install
 	$(BIN)/python benchmarks/bench_augment.py

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 
 from ltpll.errors import LTPLLError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# Versions from_dict can still read, each with the function that upgrades it by one version.
+_MIGRATIONS = {
+    # 1 -> 2: ``records: bool`` became ``rebalance: str`` (records, oracle LA, ...).
+    1: lambda p: {**p, "version": 2, "model": {
+        **{k: v for k, v in p["model"].items() if k != "records"},
+        "rebalance": "records" if p["model"].get("records") else "none"}},
+}
 
 
 @dataclass
@@ -63,19 +70,43 @@ class ModelConfig:
 
     Attributes:
         backbone: ``resnet18``, ``resnet-small`` or ``tiny``.
-        method: PLL disambiguation method (``corr``).
-        records: use RECORDS dynamic rebalancing.
+        method: PLL disambiguation method (``corr``, ``proden``, ``lw``, ``cavl``).
+        rebalance: long-tail rebalancing (``none``, ``records``, ``epoch-records``,
+            ``oracle-la``, ``oracle-la-posthoc``, ``temp-oracle-la``).
         records_momentum: momentum of the RECORDS feature mean.
+        la_tau: temperature of the oracle logit adjustment baselines.
+        la_ramp_epochs: epochs over which ``temp-oracle-la`` ramps its temperature up from 0
+            (None: half the run).
+        lw_beta: weight of LW's non-candidate term.
+        mixup: add the Mixup term to the method's loss.
+        mixup_weight: weight of the Mixup term.
     """
 
     backbone: str = "resnet18"
     method: str = "corr"
-    records: bool = False
+    rebalance: str = "none"
     records_momentum: float = 0.9
+    la_tau: float = 1.0
+    la_ramp_epochs: int | None = None
+    lw_beta: float = 1.0
+    mixup: bool = False
+    mixup_weight: float = 1.0
+
+    @property
+    def records(self):
+        """True when RECORDS (momentum or per-epoch) estimates the prior."""
+        return self.rebalance in ("records", "epoch-records")
+
+    def method_config(self):
+        """The disambiguation method's config dict (name and options)."""
+        from ltpll.disambiguation import get_method
+
+        return get_method(self.method, beta=self.lw_beta).get_config()
 
     def validate(self):
         from ltpll.disambiguation import METHODS
         from ltpll.models.backbones import BACKBONES
+        from ltpll.rebalancing import REBALANCERS
 
         if self.backbone not in BACKBONES:
             raise LTPLLError(
@@ -85,10 +116,22 @@ class ModelConfig:
             raise LTPLLError(
                 f"unknown PLL method {self.method!r}; choose one of {', '.join(sorted(METHODS))}"
             )
+        if self.rebalance not in REBALANCERS:
+            raise LTPLLError(
+                f"unknown --rebalance {self.rebalance!r}; choose one of {', '.join(REBALANCERS)}"
+            )
         if not 0.0 <= self.records_momentum < 1.0:
             raise LTPLLError(
                 f"--records-momentum must be in [0, 1); received {self.records_momentum}"
             )
+        if self.la_tau < 0:
+            raise LTPLLError(f"--la-tau must be >= 0; received {self.la_tau}")
+        if self.la_ramp_epochs is not None and self.la_ramp_epochs < 1:
+            raise LTPLLError(f"--la-ramp-epochs must be >= 1; received {self.la_ramp_epochs}")
+        if self.lw_beta < 0:
+            raise LTPLLError(f"--lw-beta must be >= 0; received {self.lw_beta}")
+        if self.mixup_weight < 0:
+            raise LTPLLError(f"--mixup-weight must be >= 0; received {self.mixup_weight}")
 
 
 @dataclass
@@ -162,6 +205,9 @@ class RunConfig:
             LTPLLError: if the payload comes from another config version or has unknown keys.
         """
         version = payload.get("version")
+        while version in _MIGRATIONS and version != CONFIG_VERSION:
+            payload = _MIGRATIONS[version](payload)
+            version = payload.get("version")
         if version != CONFIG_VERSION:
             raise LTPLLError(
                 f"run was written by an incompatible ltpll (config version {version}, "

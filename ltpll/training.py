@@ -28,7 +28,7 @@ from ltpll.errors import LTPLLError
 from ltpll.fileio import atomic_path, read_json, write_json
 from ltpll.models.backbones import build_backbone
 from ltpll.models.pll_model import PLLModel, UpdateStart
-from ltpll.rebalancing import Records
+from ltpll.rebalancing import PriorLog, make_rebalancer
 
 # What a finished run directory holds.
 RUN_FILES = {
@@ -37,7 +37,7 @@ RUN_FILES = {
     "history": "history.csv",         # one row per epoch: loss, acc, prior_l2, test metrics
     "class_counts": "class_counts.json",  # per-class training counts of the LT subset
     "candidates": "candidates.csv",   # the training candidate sets (path,candidates)
-    "prior": "prior.json",            # RECORDS estimated prior per epoch
+    "prior": "prior.json",            # the prior the rebalancer used, per epoch
     "metrics": "metrics.json",        # final test metrics
     "tensorboard": "tensorboard",     # TensorBoard logs
 }
@@ -164,22 +164,31 @@ def make_strategy(distribute):
     return tf.distribute.MirroredStrategy()
 
 
+def build_rebalancer(model_config, class_counts, epochs):
+    """The rebalancer layer a run's ``--rebalance`` asks for."""
+    ramp = model_config.la_ramp_epochs or max(1, epochs // 2)
+    return make_rebalancer(
+        model_config.rebalance, class_counts=class_counts, momentum=model_config.records_momentum,
+        tau=model_config.la_tau, ramp_epochs=ramp,
+    )
+
+
 def build_model(config, data, mean, std):
-    """The compiled PLLModel for a run and its Records callback (None without RECORDS)."""
-    records = None
-    if config.model.records:
-        records = Records(config.model.records_momentum, true_class_counts=data.class_counts)
+    """The compiled PLLModel for a run, and the callbacks its rebalancer needs during fit."""
+    rebalancer = build_rebalancer(config.model, data.class_counts, config.train.epochs)
     model = PLLModel(
         build_backbone(config.model.backbone, image_size=data.images.shape[1]),
         num_classes=data.num_classes,
         num_samples=len(data.labels),
         image_shape=data.images.shape[1:],
-        method=config.model.method,
-        rebalancer=records,
+        method=config.model.method_config(),
+        rebalancer=rebalancer,
         mean=mean,
         std=std,
         weight_decay=config.train.weight_decay,
         seed=config.train.seed,
+        mixup=config.model.mixup,
+        mixup_weight=config.model.mixup_weight,
     )
     model.set_candidates(data.candidates)
     steps_per_epoch = len(data.labels) // min(config.train.batch_size, len(data.labels))
@@ -194,7 +203,7 @@ def build_model(config, data, mean, std):
         # MirroredStrategy the step runs as a (non-XLA) TensorFlow graph instead.
         jit_compile=config.train.distribute == "none",
     )
-    return model, records
+    return model, rebalancer.callbacks()
 
 
 def train_batches(data, batch_size, seed):
@@ -325,16 +334,14 @@ def train(config, callbacks=(), log=print):
     strategy = make_strategy(config.train.distribute)
     scope = strategy.scope() if strategy is not None else _null_scope()
     with scope:
-        model, records = build_model(config, data, mean, std)
+        model, rebalancer_callbacks = build_model(config, data, mean, std)
         evaluator = EvaluateEvery(
             data.test_images, data.test_labels, data.class_counts,
             config.train.eval_every, config.train.epochs,
         )
-        fit_callbacks = [UpdateStart(config.train.update_start)]
-        if records is not None:
-            records.history_path = os.path.join(out, RUN_FILES["prior"])
-            fit_callbacks.append(records)
+        fit_callbacks = [UpdateStart(config.train.update_start), *rebalancer_callbacks]
         fit_callbacks += [
+            PriorLog(data.class_counts, os.path.join(out, RUN_FILES["prior"])),
             evaluator,
             SaveModel(os.path.join(out, RUN_FILES["model"]), config.train.eval_every),
             HistoryLog(os.path.join(out, RUN_FILES["history"])),

@@ -7,6 +7,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tests.helpers import FOLDER_CLASSES, PER_CLASS  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -32,3 +35,18 @@ def tiny_pll_data():
     candidates = (rng.random((n, c)) < 0.4).astype("float32")
     candidates[np.arange(n), labels] = 1.0
     return images, candidates, labels
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """train/<class>/*.png with 20 images per class, test/ with 6; class c is tinted by c."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, count in PER_CLASS.items():
+        for c, name in enumerate(FOLDER_CLASSES):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = rng.integers(0, 120, (16, 16, 3)).astype(np.uint8)
+                pixels[..., c] += 120
+                Image.fromarray(pixels).save(root / split / name / f"{i:03d}.png")
+    return str(root)

@@ -19,8 +19,11 @@ def identity_augment(name):
     return keras.layers.Rescaling(1.0 / 255.0, name=name)
 
 
-def tiny_model(images, candidates, rebalancer=None, deterministic=True, seed=1):
-    """A PLLModel with the BN-free ``tiny`` backbone, set up on the given candidate sets."""
+def tiny_model(images, candidates, rebalancer=None, deterministic=True, seed=1, **model_kwargs):
+    """A PLLModel with the BN-free ``tiny`` backbone, set up on the given candidate sets.
+
+    ``model_kwargs`` go to PLLModel (``method``, ``mixup``...).
+    """
     kwargs = {}
     if deterministic:
         kwargs = {"weak_augment": identity_augment("weak"), "strong_augment": identity_augment("strong")}
@@ -32,6 +35,7 @@ def tiny_model(images, candidates, rebalancer=None, deterministic=True, seed=1):
         rebalancer=rebalancer,
         seed=seed,
         **kwargs,
+        **model_kwargs,
     )
     model.set_candidates(candidates)
     return model
@@ -45,6 +49,10 @@ def targets(candidates, labels, index=None):
         "label": np.asarray(labels)[index].astype("int32"),
     }
 
+
+# The generated image folder of the `image_folder` fixture (conftest.py).
+FOLDER_CLASSES = ["ant", "bee", "cow"]
+PER_CLASS = {"train": 20, "test": 6}
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,27 +8,10 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from cli.main import main
-
-CLASSES = ["ant", "bee", "cow"]
-PER_CLASS = {"train": 20, "test": 6}
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """train/<class>/*.png with 20 images per class, test/ with 6; class c is tinted by c."""
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
-    for split, count in PER_CLASS.items():
-        for c, name in enumerate(CLASSES):
-            os.makedirs(root / split / name)
-            for i in range(count):
-                pixels = rng.integers(0, 120, (16, 16, 3)).astype(np.uint8)
-                pixels[..., c] += 120
-                Image.fromarray(pixels).save(root / split / name / f"{i:03d}.png")
-    return str(root)
+from tests.helpers import FOLDER_CLASSES as CLASSES
+from tests.helpers import PER_CLASS
 
 
 def invoke(*args):

@@ -1,39 +1,58 @@
 """The interface every PLL disambiguation method implements.
 
 A method is a strategy, not a model: :class:`~ltpll.models.pll_model.PLLModel` owns the training
-step (augmentation, forward pass, the confidence table, RECORDS) and asks the method two things:
+step (augmentation, forward pass, the confidence table, rebalancing, mixup) and asks the method
+two things:
 
-* ``loss``: the training loss of two augmented views given the current confidence targets;
-* ``update``: the new confidence rows, from the (possibly debiased) log-probabilities of both
-  views, restricted to each sample's original candidate set.
+* ``loss``: the training loss of the augmented view(s) given the current confidence targets;
+* ``update``: the new confidence rows, from the (debiased) logits of the view(s), restricted to
+  each sample's original candidate set.
 
-Methods are plain Python objects with a ``get_config`` so a saved model knows which one it ran.
+Methods declare how many augmented views they use (``views``: CORR uses a weak and a strong view,
+PRODEN, LW and CAVL one); the model then skips the strong view's forward pass for one-view
+methods, and passes ``None`` for the strong view's logits.
+
+Methods are plain Python objects with a ``get_config`` so a saved model knows which one it ran
+and with which options.
 """
 
 from keras import ops
 
+# Stands in for -inf in masked softmaxes: finite, so gradients and XLA stay NaN-free.
+_MASKED = -1e30
+
 
 class DisambiguationMethod:
-    """Base class: subclasses set ``name`` and implement ``loss`` and ``update``."""
+    """Base class: subclasses set ``name`` and ``views`` and implement ``loss`` and ``update``."""
 
     name = None
+    views = 2
 
     def loss(self, logits_w, logits_s, targets, candidates):
-        """Scalar training loss.
+        """Scalar training loss, averaged over the batch.
 
         Args:
-            logits_w: ``[B, C]`` logits of the weakly augmented view.
-            logits_s: ``[B, C]`` logits of the strongly augmented view.
+            logits_w: ``[B, C]`` float32 logits of the weakly augmented view.
+            logits_s: ``[B, C]`` logits of the strongly augmented view (``None`` when
+                ``views == 1``).
             targets: ``[B, C]`` current confidence rows (each sums to 1 over its candidates).
+            candidates: ``[B, C]`` multi-hot candidate sets (for mixup samples: the union of the
+                two mixed samples' sets).
+        """
+        raise NotImplementedError
+
+    def update(self, logits_w, logits_s, candidates):
+        """New ``[B, C]`` confidence rows, zero outside the candidate set and summing to 1.
+
+        Args:
+            logits_w, logits_s: debiased float32 logits (``logits - log prior`` under RECORDS)
+                of the views, without gradient; ``logits_s`` is ``None`` when ``views == 1``.
             candidates: ``[B, C]`` multi-hot original candidate sets.
         """
         raise NotImplementedError
 
-    def update(self, log_probs_w, log_probs_s, candidates):
-        """New ``[B, C]`` confidence rows, zero outside the candidate set and summing to 1."""
-        raise NotImplementedError
-
     def get_config(self):
+        """The method's name and options; ``get_method(config)`` rebuilds it."""
         return {"name": self.name}
 
 
@@ -43,5 +62,11 @@ def normalise_over_candidates(log_scores, candidates):
     Working from log scores keeps tiny probabilities from underflowing to an all-zero row, which a
     product of probabilities divided by its sum can do with many classes.
     """
-    masked = ops.where(candidates > 0, log_scores, ops.full_like(log_scores, -1e30))
+    masked = ops.where(candidates > 0, log_scores, ops.full_like(log_scores, _MASKED))
     return ops.softmax(masked, axis=-1) * ops.cast(candidates > 0, log_scores.dtype)
+
+
+def cross_entropy_to_targets(logits, targets):
+    """``-sum_j target_j log softmax(logits)_j``, averaged over the batch."""
+    log_probs = ops.log_softmax(logits, axis=-1)
+    return -ops.sum(targets * log_probs) / ops.cast(ops.shape(logits)[0], logits.dtype)

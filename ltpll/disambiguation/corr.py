@@ -19,6 +19,7 @@ _EPS = 1e-9
 
 class CORR(DisambiguationMethod):
     name = "corr"
+    views = 2
 
     def loss(self, logits_w, logits_s, targets, candidates):
         batch = ops.cast(ops.shape(logits_w)[0], "float32")
@@ -33,5 +34,7 @@ class CORR(DisambiguationMethod):
             total = total + (negative + kl) / batch
         return total
 
-    def update(self, log_probs_w, log_probs_s, candidates):
+    def update(self, logits_w, logits_s, candidates):
+        log_probs_w = ops.log_softmax(logits_w, axis=-1)
+        log_probs_s = ops.log_softmax(logits_s, axis=-1)
         return normalise_over_candidates(0.5 * (log_probs_w + log_probs_s), candidates)

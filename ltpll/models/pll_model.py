@@ -27,7 +27,8 @@ from ltpll import distribution
 from ltpll.disambiguation import get_method
 from ltpll.errors import LTPLLError
 from ltpll.models.augment import StrongAugment, WeakAugment
-from ltpll.rebalancing.records import NoRebalancing, Records, RecordsPrior
+from ltpll.rebalancing.base import NoRebalancing
+from ltpll.rebalancing.records import Records, RecordsPrior
 
 # Per-channel statistics of CIFAR-10's training images; train() replaces them with the statistics
 # of the user's own training set.
@@ -73,9 +74,16 @@ class PLLModel(keras.Model):
         num_classes: number of classes C.
         num_samples: number of training samples N (rows of the confidence table).
         image_shape: ``(H, W, 3)`` of the uint8 input images.
-        method: PLL method name (``"corr"``) or a :class:`DisambiguationMethod`.
+        method: PLL method name (``"corr"``), its config dict (``{"name": "lw", "beta": 1}``)
+            or a :class:`DisambiguationMethod`.
         rebalancer: ``None`` (plain PLL), a :class:`~ltpll.Records` callback (then pass the
-            same object to ``fit(callbacks=...)``), or a rebalancer layer.
+            same object to ``fit(callbacks=...)``), or a rebalancer layer (see
+            :func:`ltpll.rebalancing.make_rebalancer`; pass its ``callbacks()`` to ``fit``).
+        mixup: add a Mixup term: each view is mixed with a shuffled copy of the batch with
+            ``lambda = max(l, 1 - l)``, ``l ~ Beta(4, 4)``, and trained by the method's loss
+            towards the same mix of the two samples' confidence targets (the RECORDS authors'
+            variant). Only once confidence updates have started, as in their code.
+        mixup_weight: weight of the mixed term (``--mixup-weight``).
         mean, std: per-channel normalisation applied after augmentation, in [0, 1] units.
         weight_decay: coupled L2 coefficient added to the loss (PyTorch SGD's weight_decay).
         seed: seed of the augmentation layers.
@@ -109,6 +117,8 @@ class PLLModel(keras.Model):
         seed=None,
         weak_augment=None,
         strong_augment=None,
+        mixup=False,
+        mixup_weight=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,6 +131,8 @@ class PLLModel(keras.Model):
             raise LTPLLError(f"images must be H x W x 3; received image_shape={image_shape}")
         if weight_decay < 0:
             raise LTPLLError(f"weight decay must be >= 0; received {weight_decay}")
+        if mixup_weight < 0:
+            raise LTPLLError(f"--mixup-weight must be >= 0; received {mixup_weight}")
 
         # === Config ===
         self.num_classes = int(num_classes)
@@ -131,6 +143,8 @@ class PLLModel(keras.Model):
         self.std = tuple(float(s) for s in std)
         self.weight_decay = float(weight_decay)
         self.seed = seed
+        self.mixup = bool(mixup)
+        self.mixup_weight = float(mixup_weight)
 
         # === Layers ===
         self.backbone = backbone
@@ -143,6 +157,7 @@ class PLLModel(keras.Model):
             rebalancer = rebalancer.layer
         self.rebalancer = rebalancer if rebalancer is not None else NoRebalancing(name="no_rebalancing")
         self.train_accuracy = MaskedAccuracy(name="acc")
+        self.mixup_seed = keras.random.SeedGenerator(None if seed is None else seed + 2)
         self.build((None, *self.image_shape))
 
     # --- state ---------------------------------------------------------------------------
@@ -205,20 +220,34 @@ class PLLModel(keras.Model):
     def call(self, images, training=False):
         if not training:
             logits = ops.cast(self.head(self.features(images)), "float32")
-            return self.rebalancer.adjust(logits, self.head)
-        weak = self.weak_augment(images)
-        strong = self.strong_augment(images)
-        views = self._normalise(ops.concatenate([weak, strong], axis=0))
-        features = self.backbone(views, training=True)
+            return self.rebalancer.prediction_logits(logits, self.head)
+        # The views the method uses, then (with mixup) their mixes, through the backbone as one
+        # batch, as the authors' code does: BatchNorm sees all of them together.
+        views = [self.weak_augment(images)]
+        if self.method.views == 2:
+            views.append(self.strong_augment(images))
+        views = [self._normalise(v) for v in views]
+        outputs = {}
+        if self.mixup:
+            batch = ops.shape(images)[0]
+            draw = _beta_4_4(self.mixup_seed)
+            mix_lambda = ops.maximum(draw, 1.0 - draw)
+            mix_perm = keras.random.shuffle(ops.arange(batch), seed=self.mixup_seed)
+            views += [mix_lambda * v + (1.0 - mix_lambda) * ops.take(v, mix_perm, axis=0)
+                      for v in views]
+            outputs.update(mix_lambda=mix_lambda, mix_perm=mix_perm)
+        features = self.backbone(ops.concatenate(views, axis=0), training=True)
         logits = ops.cast(self.head(features), "float32")
-        features_w, features_s = ops.split(features, 2, axis=0)
-        logits_w, logits_s = ops.split(logits, 2, axis=0)
-        return {
-            "logits_w": logits_w,
-            "logits_s": logits_s,
-            "features_w": features_w,
-            "features_s": features_s,
-        }
+        features = ops.split(features, len(views), axis=0)
+        logits = ops.split(logits, len(views), axis=0)
+        names = ["w", "s"][: self.method.views]
+        if self.mixup:
+            names += [f"{name}_mix" for name in names]
+        for name, view_logits, view_features in zip(names, logits, features):
+            outputs[f"logits_{name}"] = view_logits
+            if not name.endswith("mix"):
+                outputs[f"features_{name}"] = view_features
+        return outputs
 
     # --- loss and disambiguation -------------------------------------------------------------
 
@@ -234,7 +263,11 @@ class PLLModel(keras.Model):
         candidates = ops.cast(y["candidates"], "float32")
         index = ops.cast(ops.reshape(y["index"], (-1,)), "int32")
         targets = ops.take(self.confidence, index, axis=0)
-        loss = self.method.loss(y_pred["logits_w"], y_pred["logits_s"], targets, candidates)
+        loss = self.method.loss(y_pred["logits_w"], y_pred.get("logits_s"), targets, candidates)
+        if self.mixup:
+            loss = loss + self.mixup_weight * self.update_enabled * self._mixup_loss(
+                y_pred, targets, candidates
+            )
         if self.weight_decay:
             # Coupled L2, as PyTorch's SGD(weight_decay=...) in the reference implementations.
             loss = loss + 0.5 * self.weight_decay * sum(
@@ -244,14 +277,29 @@ class PLLModel(keras.Model):
             self._update_state(y_pred, targets, candidates, index)
         return distribution.scale_loss(loss)
 
+    def _mixup_loss(self, y_pred, targets, candidates):
+        """The method's loss on the mixed views towards the same mix of targets.
+
+        The candidate set of a mixed sample is the union of its two samples' sets.
+        """
+        mix_lambda, perm = y_pred["mix_lambda"], y_pred["mix_perm"]
+        mixed_targets = mix_lambda * targets + (1.0 - mix_lambda) * ops.take(targets, perm, axis=0)
+        mixed_candidates = ops.maximum(candidates, ops.take(candidates, perm, axis=0))
+        return self.method.loss(
+            y_pred["logits_w_mix"], y_pred.get("logits_s_mix"), mixed_targets, mixed_candidates
+        )
+
     def _update_state(self, y_pred, targets, candidates, index):
         """Moves the rebalancer's state and writes the batch's new confidence rows."""
-        self.rebalancer.update(y_pred["features_w"], y_pred["features_s"])
-        logits_w = ops.stop_gradient(self.rebalancer.adjust(y_pred["logits_w"], self.head))
-        logits_s = ops.stop_gradient(self.rebalancer.adjust(y_pred["logits_s"], self.head))
-        new_rows = self.method.update(
-            ops.log_softmax(logits_w, axis=-1), ops.log_softmax(logits_s, axis=-1), candidates
-        )
+        features_w = y_pred["features_w"]
+        self.rebalancer.update(features_w, y_pred.get("features_s", features_w))
+        logits_w = ops.stop_gradient(self.rebalancer.update_logits(y_pred["logits_w"], self.head))
+        logits_s = None
+        if "logits_s" in y_pred:
+            logits_s = ops.stop_gradient(
+                self.rebalancer.update_logits(y_pred["logits_s"], self.head)
+            )
+        new_rows = self.method.update(logits_w, logits_s, candidates)
         rows = ops.where(self.update_enabled > 0, new_rows, targets)
         # Under tf.distribute each replica holds different samples: gather every replica's
         # (index, row) pairs so all copies of the table receive the same complete scatter.
@@ -277,7 +325,7 @@ class PLLModel(keras.Model):
             "num_classes": self.num_classes,
             "num_samples": self.num_samples,
             "image_shape": list(self.image_shape),
-            "method": self.method.name,
+            "method": self.method.get_config(),
             "rebalancer": keras.saving.serialize_keras_object(self.rebalancer),
             "mean": list(self.mean),
             "std": list(self.std),
@@ -285,6 +333,8 @@ class PLLModel(keras.Model):
             "seed": self.seed,
             "weak_augment": keras.saving.serialize_keras_object(self.weak_augment),
             "strong_augment": keras.saving.serialize_keras_object(self.strong_augment),
+            "mixup": self.mixup,
+            "mixup_weight": self.mixup_weight,
         }
 
     @classmethod
@@ -295,6 +345,18 @@ class PLLModel(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _beta_4_4(seed, shape=()):
+    """One draw of Beta(4, 4) that compiles under XLA.
+
+    ``keras.random.beta`` lowers to a gamma sampler that TensorFlow's XLA cannot compile. For an
+    integer shape, Gamma(4, 1) is exactly the sum of 4 Exp(1) draws ``-log U``, and
+    ``G1 / (G1 + G2)`` of two independent ones is Beta(4, 4).
+    """
+    uniform = keras.random.uniform((*shape, 2, 4), minval=1e-7, maxval=1.0, seed=seed)
+    gammas = -ops.sum(ops.log(uniform), axis=-1)
+    return gammas[..., 0] / (gammas[..., 0] + gammas[..., 1])
 
 
 class UpdateStart(keras.callbacks.Callback):

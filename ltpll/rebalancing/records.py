@@ -23,24 +23,11 @@ from ltpll import distribution
 from ltpll.fileio import write_json
 from ltpll.metrics import prior_distance
 from ltpll.errors import LTPLLError
+from ltpll.rebalancing.base import Rebalancer
 
 
 @keras.saving.register_keras_serializable(package="ltpll")
-class NoRebalancing(keras.layers.Layer):
-    """The identity rebalancer: plain PLL, uniform prior."""
-
-    def update(self, features_w, features_s):
-        pass
-
-    def log_prior(self, head, num_classes):
-        return ops.full((num_classes,), -float(np.log(num_classes)))
-
-    def adjust(self, logits, head):
-        return logits
-
-
-@keras.saving.register_keras_serializable(package="ltpll")
-class RecordsPrior(keras.layers.Layer):
+class RecordsPrior(Rebalancer):
     """Holds the RECORDS moving feature mean ``F`` and turns it into a class prior.
 
     Args:
@@ -84,32 +71,85 @@ class RecordsPrior(keras.layers.Layer):
         """Debiased logits ``logits - log prior``."""
         return ops.cast(logits, "float32") - ops.stop_gradient(self.log_prior(head))
 
+    def update_logits(self, logits, head):
+        return self.adjust(logits, head)
+
+    def prediction_logits(self, logits, head):
+        return self.adjust(logits, head)
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum}
 
 
-class Records(keras.callbacks.Callback):
-    """The RECORDS callback: creates the prior layer and reports the estimated prior.
+@keras.saving.register_keras_serializable(package="ltpll")
+class EpochRecordsPrior(RecordsPrior):
+    """The paper's Table 5 ablation: ``F`` re-estimated once per epoch instead of by momentum.
 
-    Example:
-        ```python
-        records = ltpll.Records(momentum=0.9, true_class_counts=counts)
-        model = ltpll.PLLModel(backbone, candidates, rebalancer=records)
-        model.compile(optimizer="sgd")
-        model.fit(train_ds, epochs=10, callbacks=[records])
-        ```
-
-    Args:
-        momentum: momentum of the feature mean (``--records-momentum``, default 0.9).
-        true_class_counts: the hidden per-class training counts, if known (benchmarks); the L2
-            distance between the estimated prior and this distribution is then logged as
-            ``prior_l2`` each epoch.
-        history_path: if given, a JSON file rewritten each epoch with the prior of every epoch.
+    During an epoch the step only accumulates the batches' mean features (the epoch's pass over
+    the whole training set); at the epoch's end ``F`` becomes their average and stays fixed for
+    the next epoch. The prior therefore lags the network by up to one epoch, which is what the
+    ablation measures against the momentum mean.
     """
 
-    def __init__(self, momentum=0.9, true_class_counts=None, history_path=None):
+    def __init__(self, **kwargs):
+        kwargs.pop("momentum", None)
+        super().__init__(momentum=0.0, **kwargs)
+
+    def build(self, feature_shape):
+        super().build(feature_shape)
+        self.feature_sum = self.add_weight(
+            shape=(int(feature_shape[-1]),), initializer="zeros", trainable=False,
+            autocast=False, aggregation="only_first_replica", name="feature_sum",
+        )
+        self.batches = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, autocast=False,
+            aggregation="only_first_replica", name="batches",
+        )
+
+    def update(self, features_w, features_s):
+        batch_mean = ops.mean(
+            ops.cast(ops.stop_gradient(features_w + features_s), "float32") * 0.5, axis=0
+        )
+        self.feature_sum.assign(self.feature_sum + distribution.all_reduce_mean(batch_mean))
+        self.batches.assign(self.batches + 1.0)
+
+    def finish_epoch(self):
+        """``F`` := the epoch's mean feature; the accumulators restart."""
+        if float(keras.ops.convert_to_numpy(self.batches)) > 0:
+            self.feature_mean.assign(self.feature_sum / self.batches)
+        self.feature_sum.assign(ops.zeros_like(self.feature_sum))
+        self.batches.assign(0.0)
+
+    def callbacks(self):
+        return [_FinishEpoch(self)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("momentum", None)
+        return config
+
+
+class _FinishEpoch(keras.callbacks.Callback):
+    def __init__(self, layer):
         super().__init__()
-        self.layer = RecordsPrior(momentum=momentum, name="records")
+        self.layer = layer
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.layer.finish_epoch()
+
+
+class PriorLog(keras.callbacks.Callback):
+    """Logs the class prior a model's rebalancer uses, each epoch.
+
+    Args:
+        true_class_counts: the hidden per-class training counts, if known (benchmarks); the L2
+            distance between the prior and this distribution is then logged as ``prior_l2``.
+        history_path: if given, a JSON file rewritten (atomically) each epoch with the prior of
+            every epoch so far.
+    """
+
+    def __init__(self, true_class_counts=None, history_path=None):
+        super().__init__()
         self.true_class_counts = (
             None if true_class_counts is None else np.asarray(true_class_counts, dtype=np.int64)
         )
@@ -133,3 +173,23 @@ class Records(keras.callbacks.Callback):
                  "epochs": self.history},
             )
 
+
+class Records(PriorLog):
+    """The RECORDS callback: creates the prior layer and reports the estimated prior.
+
+    Example:
+        ```python
+        records = ltpll.Records(momentum=0.9, true_class_counts=counts)
+        model = ltpll.PLLModel(backbone, candidates, rebalancer=records)
+        model.compile(optimizer="sgd")
+        model.fit(train_ds, epochs=10, callbacks=[records])
+        ```
+
+    Args:
+        momentum: momentum of the feature mean (``--records-momentum``, default 0.9).
+        true_class_counts, history_path: as for :class:`PriorLog`.
+    """
+
+    def __init__(self, momentum=0.9, true_class_counts=None, history_path=None):
+        super().__init__(true_class_counts, history_path)
+        self.layer = RecordsPrior(momentum=momentum, name="records")

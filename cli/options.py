@@ -1,0 +1,92 @@
+"""Flags shared by the commands that train (``train``, ``benchmark``), and the config they make.
+
+``ltpll train`` and ``ltpll benchmark`` accept the same data, model and optimisation flags; the
+benchmark only replaces the single method/rebalancer/rho/q/seed by lists. Keeping the flags in one
+place keeps their names, defaults and help identical.
+"""
+
+import click
+
+METHOD_NAMES = ("corr", "proden", "lw", "cavl")
+REBALANCE_NAMES = (
+    "none", "records", "epoch-records", "oracle-la", "oracle-la-posthoc", "temp-oracle-la",
+)
+
+_SHARED = [
+    click.option("--dataset", default="cifar10", show_default=True,
+                 help="cifar10, cifar100, sample (the bundled demo), an image folder "
+                      "(<split>/<class>/<image>) or a .tar.gz of one."),
+    click.option("--imbalance-profile", type=click.Choice(["exp", "step"]), default="exp",
+                 show_default=True),
+    click.option("--max-per-class", type=int, default=None,
+                 help="n_max of the long-tailed subset (default: the largest class)."),
+    click.option("--hierarchical", is_flag=True,
+                 help="Candidates within the true label's superclass (CIFAR-100-LT-NU)."),
+    click.option("--candidates", "candidates_file", type=str, default=None,
+                 help="CSV of your own candidate sets: path,candidates (';'-separated names or "
+                      "ids)."),
+    click.option("--image-size", type=int, default=None,
+                 help="Resize images to this square size."),
+    click.option("--records-momentum", type=float, default=0.9, show_default=True,
+                 help="Momentum of the RECORDS feature mean."),
+    click.option("--la-tau", type=float, default=1.0, show_default=True,
+                 help="Temperature of the oracle logit-adjustment baselines."),
+    click.option("--la-ramp-epochs", type=int, default=None,
+                 help="Epochs over which temp-oracle-la ramps tau up from 0 [default: half the "
+                      "run]."),
+    click.option("--lw-beta", type=float, default=1.0, show_default=True,
+                 help="Weight of LW's non-candidate term."),
+    click.option("--mixup/--no-mixup", default=False, show_default=True,
+                 help="Add the Mixup term (Beta(4,4), both views and their targets)."),
+    click.option("--mixup-weight", type=float, default=1.0, show_default=True,
+                 help="Weight of the Mixup term."),
+    click.option("--backbone", default="resnet18", show_default=True,
+                 help="resnet18, resnet-small (CPU) or tiny."),
+    click.option("--epochs", type=int, default=800, show_default=True),
+    click.option("--batch-size", type=int, default=256, show_default=True),
+    click.option("--lr", type=float, default=0.01, show_default=True),
+    click.option("--momentum", type=float, default=0.9, show_default=True),
+    click.option("--weight-decay", type=float, default=1e-3, show_default=True),
+    click.option("--cosine/--no-cosine", default=True, show_default=True,
+                 help="Cosine learning-rate decay."),
+    click.option("--update-start", type=int, default=1, show_default=True,
+                 help="Epochs before the confidence table starts to update."),
+    click.option("--eval-every", type=int, default=1, show_default=True,
+                 help="Evaluate on the test split every N epochs."),
+    click.option("--distribute", type=click.Choice(["none", "mirrored"]), default="none",
+                 show_default=True),
+]
+
+
+def shared_training_options(command):
+    """Adds the data, model and optimisation flags to a click command."""
+    for option in reversed(_SHARED):
+        command = option(command)
+    return command
+
+
+def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed, output):
+    """A validated RunConfig from the shared flags plus one grid point."""
+    from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    return RunConfig(
+        data=DataConfig(
+            dataset=flags["dataset"], imbalance_ratio=imbalance_ratio,
+            imbalance_profile=flags["imbalance_profile"], max_per_class=flags["max_per_class"],
+            partial_rate=partial_rate, hierarchical=flags["hierarchical"],
+            candidates=flags["candidates_file"], image_size=flags["image_size"],
+        ),
+        model=ModelConfig(
+            backbone=flags["backbone"], method=method, rebalance=rebalance,
+            records_momentum=flags["records_momentum"], la_tau=flags["la_tau"],
+            la_ramp_epochs=flags["la_ramp_epochs"], lw_beta=flags["lw_beta"],
+            mixup=flags["mixup"], mixup_weight=flags["mixup_weight"],
+        ),
+        train=TrainConfig(
+            epochs=flags["epochs"], batch_size=flags["batch_size"], lr=flags["lr"],
+            momentum=flags["momentum"], weight_decay=flags["weight_decay"],
+            cosine=flags["cosine"], update_start=flags["update_start"],
+            eval_every=flags["eval_every"], distribute=flags["distribute"], seed=seed,
+        ),
+        output=output,
+    ).validate()

@@ -1,0 +1,65 @@
+"""``ltpll train``: one training run into a run directory."""
+
+import click
+
+from cli.app import pass_app, quiet_tensorflow, user_errors
+from cli.options import METHOD_NAMES, REBALANCE_NAMES, run_config, shared_training_options
+
+
+@click.command()
+@shared_training_options
+@click.option("--imbalance-ratio", type=float, default=None,
+              help="rho = largest/smallest class of the long-tailed subset (e.g. 100). "
+                   "Default: keep the training split as it is.")
+@click.option("--partial-rate", type=float, default=0.3, show_default=True,
+              help="q: probability that each false label joins a generated candidate set.")
+@click.option("--method", type=click.Choice(METHOD_NAMES), default="corr", show_default=True,
+              help="PLL disambiguation method.")
+@click.option("--rebalance", type=click.Choice(REBALANCE_NAMES), default=None,
+              help="Long-tail rebalancing [default: none].")
+@click.option("--records/--no-records", default=None,
+              help="Shorthand for --rebalance records / none.")
+@click.option("--seed", type=int, default=123, show_default=True)
+@click.option("--output", default="runs/latest", show_default=True, help="Run directory.")
+@pass_app
+@user_errors
+def train(app, **flags):
+    """Train a PLL model on long-tailed data and write a run directory."""
+    quiet_tensorflow()
+    from ltpll.errors import LTPLLError
+    from ltpll.reporting import RichProgress, metrics_table, per_class_table
+    from ltpll.training import train as run_training
+
+    rebalance = flags["rebalance"]
+    if flags["records"] is not None:
+        implied = "records" if flags["records"] else "none"
+        if rebalance not in (None, implied):
+            raise LTPLLError(f"--{'' if flags['records'] else 'no-'}records contradicts "
+                             f"--rebalance {rebalance}")
+        rebalance = implied
+    config = run_config(
+        flags, method=flags["method"], rebalance=rebalance or "none",
+        imbalance_ratio=flags["imbalance_ratio"], partial_rate=flags["partial_rate"],
+        seed=flags["seed"], output=flags["output"],
+    )
+    app.console.print(
+        f"[bold]ltpll train[/]: {describe(config.model)} on {config.data.dataset}, "
+        f"backbone {config.model.backbone}, {config.train.epochs} epochs -> {config.output}"
+    )
+    _, final = run_training(
+        config, callbacks=[RichProgress(app.console, config.train.epochs)],
+        log=app.console.print,
+    )
+    app.console.print(metrics_table(final))
+    app.console.print(per_class_table(final))
+    app.console.print(
+        f"trained in {final['train_seconds']:.1f}s; run saved to [bold]{config.output}[/]"
+    )
+
+
+def describe(model_config):
+    """``CORR + RECORDS (mixup)``: what a run trains, in words."""
+    text = model_config.method.upper()
+    if model_config.rebalance != "none":
+        text += f" + {model_config.rebalance.upper()}"
+    return text + (" (mixup)" if model_config.mixup else "")
