@@ -1,5 +1,8 @@
 """Runs a benchmark grid cell by cell, skipping finished cells, and keeps the results current.
 
+A cell interrupted mid-training (crash, Ctrl-C, SIGKILL) continues from its last complete epoch
+when the grid runs again with the same settings; with other settings it starts over.
+
 After every cell ``results.csv`` and ``results.md`` are rewritten (atomically), so an
 interrupted grid still leaves a complete report of what finished; the plots are drawn at the end.
 """
@@ -10,7 +13,10 @@ import keras
 
 from ltpll.benchmark.grid import cell_dir, finished_row, prepare_cell_dir
 from ltpll.benchmark.report import write_results
-from ltpll.training import train
+from ltpll.config import RunConfig
+from ltpll.errors import LTPLLError
+from ltpll.fileio import read_json
+from ltpll.training import RUN_FILES, resume, run_status, train
 
 
 def run_grid(cells, config_for, output, *, callbacks=None, on_cell=None, log=None, plots=True):
@@ -39,10 +45,13 @@ def run_grid(cells, config_for, output, *, callbacks=None, on_cell=None, log=Non
         row = finished_row(cell, run_dir, config.to_dict())
         skipped = row is not None
         if not skipped:
-            prepare_cell_dir(run_dir)
             keras.backend.clear_session()  # one grid builds many models; free the last one
-            train(config, callbacks=list(callbacks(cell)) if callbacks else [],
-                  log=log or (lambda *_: None))
+            extra = list(callbacks(cell)) if callbacks else []
+            if _resumable(run_dir, config):
+                resume(run_dir, callbacks=extra, log=log or (lambda *_: None))
+            else:
+                prepare_cell_dir(run_dir)
+                train(config, callbacks=extra, log=log or (lambda *_: None))
             row = finished_row(cell, run_dir)
         rows.append(row)
         write_results(rows, output)
@@ -53,3 +62,14 @@ def run_grid(cells, config_for, output, *, callbacks=None, on_cell=None, log=Non
 
         write_results(rows, output, plots=write_plots(rows, output))
     return rows
+
+
+def _resumable(run_dir, config):
+    """True for an unfinished run of exactly this cell's settings."""
+    if run_status(run_dir) != "unfinished":
+        return False
+    try:
+        saved = RunConfig.from_dict(read_json(os.path.join(run_dir, RUN_FILES["config"])))
+    except LTPLLError:  # written by another ltpll version: start over
+        return False
+    return {**saved.to_dict(), "output": None} == {**config.to_dict(), "output": None}
