@@ -15,7 +15,7 @@ from tests.helpers import run_python
 
 # The offline CIFAR-10 copy lives in shared/ beside the checkout (as on CI).
 SHARED_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
-CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 # train has three classes (written out of order), test lacks "ant": labels must follow train's list.
 LAYOUT = {"train": {"dog": 2, "ant": 1, "cat": 3}, "test": {"cat": 1, "dog": 2}}
@@ -120,13 +120,18 @@ def test_sizes_must_agree_unless_resized(tmp_path, cache, monkeypatch, decoder):
 
 
 @pytest.mark.parametrize("decoder", ["tensorflow", "pillow"])
-def test_corrupt_image_is_named(tmp_path, cache, monkeypatch, decoder):
+def test_corrupt_image_is_skipped_or_named_with_strict(tmp_path, cache, monkeypatch, decoder):
     if decoder == "pillow":
         monkeypatch.setattr(sources, "_tensorflow_available", lambda: False)
     make_folder(tmp_path / "data", {"train": {"cat": 2, "dog": 2}})
     (tmp_path / "data/train/dog/zz.jpg").write_bytes(b"not a jpeg at all")
-    with pytest.raises(LTPLLError, match=r"cannot read image .*dog/zz.jpg"):
-        load_split(str(tmp_path / "data"), "train", cache_dir=str(cache))
+    loaded = load_split(str(tmp_path / "data"), "train", cache_dir=str(cache))
+    assert loaded.skipped == ["dog/zz.jpg"] and "dog/zz.jpg" not in loaded.paths
+    assert len(loaded) == 4 and loaded.labels.tolist() == [0, 0, 1, 1]
+    # From the cache too: --strict still sees the skipped file and refuses.
+    for _ in range(2):
+        with pytest.raises(LTPLLError, match=r"cannot be decoded.*dog/zz.jpg"):
+            load_split(str(tmp_path / "data"), "train", cache_dir=str(cache), strict=True)
 
 
 def test_path_and_layout_errors(tmp_path, cache):

@@ -24,18 +24,7 @@ CANDIDATE_FILE_HEADER = ["path", "candidates"]
 SEPARATOR = ";"
 
 # CIFAR-100's 100 fine classes (label ids 0..99, alphabetical) and 20 superclasses (coarse ids).
-CIFAR100_FINE_NAMES = (
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle "
-    "bowl boy bridge bus butterfly camel can castle caterpillar cattle "
-    "chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur "
-    "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard "
-    "lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain "
-    "mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree "
-    "plain plate poppy porcupine possum rabbit raccoon ray road rocket "
-    "rose sea seal shark shrew skunk skyscraper snail snake spider "
-    "squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor "
-    "train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
-).split()
+CIFAR100_FINE_NAMES = ["apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"]
 
 _CIFAR100_SUPERCLASSES = {
     "aquatic_mammals": "beaver dolphin otter seal whale",
@@ -160,7 +149,9 @@ def _check_true_labels(labels, num_classes: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def load_candidate_file(path, class_names: list[str], sample_paths: list[str]) -> np.ndarray:
+def load_candidate_file(
+    path, class_names: list[str], sample_paths: list[str], ignore_paths=()
+) -> np.ndarray:
     """Read a candidate file into a multi-hot matrix aligned with ``sample_paths``.
 
     The file is a CSV with header ``path,candidates``; one row per image, its path relative to
@@ -172,6 +163,7 @@ def load_candidate_file(path, class_names: list[str], sample_paths: list[str]) -
         path: the CSV file.
         class_names: the dataset's classes; column ``c`` of the result is ``class_names[c]``.
         sample_paths: the dataset's image paths; row ``i`` of the result is ``sample_paths[i]``.
+        ignore_paths: paths whose rows are skipped (images left out as unreadable).
 
     Returns:
         float32 multi-hot array [len(sample_paths), len(class_names)].
@@ -185,9 +177,12 @@ def load_candidate_file(path, class_names: list[str], sample_paths: list[str]) -
     class_of = _class_lookup(class_names)
     candidates = np.zeros((len(sample_paths), len(class_names)), dtype=np.float32)
     seen_line = {}
+    ignored = {_normalise_path(p) for p in ignore_paths}
     for line, sample_path, field in _read_rows(path):
         where = f"{path}, line {line}"
         key = _normalise_path(sample_path)
+        if key in ignored:
+            continue
         if key in seen_line:
             raise LTPLLError(
                 f"{where}: duplicate path {sample_path!r} (first on line {seen_line[key]})"

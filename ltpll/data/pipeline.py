@@ -35,6 +35,8 @@ def train_dataset(
     seed: int,
     shuffle: bool = True,
     drop_remainder: bool = True,
+    epochs: int | None = None,
+    initial_epoch: int = 0,
 ):
     """A ``tf.data.Dataset`` of training batches, reshuffled every epoch.
 
@@ -47,6 +49,12 @@ def train_dataset(
         shuffle: shuffle the samples (a new order each time the dataset is iterated, i.e. each
             epoch of ``model.fit``).
         drop_remainder: drop the last partial batch, so every batch has a static size.
+        epochs, initial_epoch: if ``epochs`` is given, the dataset holds the batches of epochs
+            ``initial_epoch .. epochs - 1`` back to back, epoch ``e`` in an order that depends
+            only on ``(seed, e)``; fit it with ``steps_per_epoch`` (:func:`steps_per_epoch`).
+            A run resumed at epoch ``e`` then sees exactly the batches the uninterrupted run
+            would have. Without ``epochs``, tf.data reshuffles at each iteration (each epoch
+            of ``fit``), in an order that depends on how many iterations came before.
 
     Returns:
         A dataset of ``(x, {"candidates", "index", "label"})`` batches, prefetched.
@@ -71,11 +79,32 @@ def train_dataset(
         }
         return tf.gather(images_t, rows), targets
 
-    rows = tf.data.Dataset.range(arrays.num_samples)
-    if shuffle:
-        rows = rows.shuffle(arrays.num_samples, seed=seed, reshuffle_each_iteration=True)
-    batches = rows.batch(batch_size, drop_remainder=drop_remainder)
+    if epochs is not None:
+        num_samples = arrays.num_samples
+
+        def epoch_batches(epoch):
+            rows = tf.range(num_samples, dtype=tf.int64)
+            if shuffle:
+                rows = tf.random.experimental.stateless_shuffle(
+                    rows, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+                )
+            return tf.data.Dataset.from_tensor_slices(rows).batch(
+                batch_size, drop_remainder=drop_remainder
+            )
+
+        batches = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
+    else:
+        rows = tf.data.Dataset.range(arrays.num_samples)
+        if shuffle:
+            rows = rows.shuffle(arrays.num_samples, seed=seed, reshuffle_each_iteration=True)
+        batches = rows.batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, drop_remainder: bool = True) -> int:
+    """Batches in one epoch of :func:`train_dataset` / :class:`PLLBatches`."""
+    count = num_samples / batch_size
+    return math.floor(count) if drop_remainder else math.ceil(count)
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int):
@@ -109,6 +138,7 @@ class PLLBatches(keras.utils.PyDataset):
     Args:
         images, candidates, labels, batch_size, seed, shuffle, drop_remainder: as for
             :func:`train_dataset`.
+        initial_epoch: the epoch the first iteration is (a resumed run starts later).
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` for
             ``keras.utils.PyDataset``.
     """
@@ -122,6 +152,7 @@ class PLLBatches(keras.utils.PyDataset):
         seed: int,
         shuffle: bool = True,
         drop_remainder: bool = True,
+        initial_epoch: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,12 +162,11 @@ class PLLBatches(keras.utils.PyDataset):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_remainder = drop_remainder
-        self.epoch = 0
-        self._order = self._epoch_order(0)
+        self.epoch = int(initial_epoch)
+        self._order = self._epoch_order(self.epoch)
 
     def __len__(self) -> int:
-        count = len(self.images) / self.batch_size
-        return math.floor(count) if self.drop_remainder else math.ceil(count)
+        return steps_per_epoch(len(self.images), self.batch_size, self.drop_remainder)
 
     def __getitem__(self, batch: int):
         if not 0 <= batch < len(self):

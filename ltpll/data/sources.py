@@ -43,7 +43,7 @@ SAMPLE = "sample"
 SAMPLE_ARCHIVE = Path(__file__).resolve().parent.parent / "sample" / "cifar10_sample.tar.gz"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what tfds' ImageFolder lists
-CACHE_FORMAT = 1  # bump when the decoded arrays would change for the same files
+CACHE_FORMAT = 2  # bump when the decoded arrays would change for the same files (2: skipped)
 _TF_BATCH = 1024
 
 
@@ -59,6 +59,8 @@ class ImageSet:
             folder for folders (``cat/0001.jpg``), ``<split>/<index>`` for tfds datasets.
         superclass_of: ``superclass_of[c]`` is class ``c``'s superclass, where the dataset has
             them (CIFAR-100), else None.
+        skipped: paths of the folder's images that could not be decoded (corrupt, truncated)
+            and were left out.
     """
 
     images: np.ndarray
@@ -66,6 +68,7 @@ class ImageSet:
     class_names: list[str]
     paths: list[str]
     superclass_of: np.ndarray | None = None
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -93,7 +96,11 @@ def default_cache_dir() -> Path:
 
 
 def load_split(
-    dataset: str, split: str, image_size: int | None = None, cache_dir: str | None = None
+    dataset: str,
+    split: str,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+    strict: bool = False,
 ) -> ImageSet:
     """Load one split of a dataset into memory.
 
@@ -106,13 +113,15 @@ def load_split(
             which must then be the same for all images.
         cache_dir: where archives are extracted and decoded arrays cached; defaults to
             :func:`default_cache_dir`.
+        strict: fail on an image file that cannot be decoded (corrupt, truncated) instead of
+            leaving it out (its path is then listed in ``ImageSet.skipped``).
 
     Returns:
         An :class:`ImageSet`.
 
     Raises:
-        LTPLLError: an unknown dataset or missing path, a missing split, a folder without images,
-            an unreadable image (named), images of different sizes without ``image_size``, test
+        LTPLLError: an unknown dataset or missing path, a missing split, a folder without
+            (readable) images, an unreadable image with ``strict`` (named), images of different sizes without ``image_size``, test
             classes the train split does not have, or a tfds dataset that cannot be downloaded.
 
     Example:
@@ -128,12 +137,12 @@ def load_split(
     if dataset == SAMPLE:
         if not SAMPLE_ARCHIVE.is_file():
             raise LTPLLError(f"the packaged sample {SAMPLE_ARCHIVE} is missing; reinstall ltpll")
-        return _load_archive(SAMPLE_ARCHIVE, split, image_size, cache)
+        return _load_archive(SAMPLE_ARCHIVE, split, image_size, cache, strict)
     path = Path(dataset).expanduser()
     if path.is_dir():
-        return _load_folder(path, split, image_size, cache)
+        return _load_folder(path, split, image_size, cache, strict=strict)
     if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
-        return _load_archive(path, split, image_size, cache)
+        return _load_archive(path, split, image_size, cache, strict)
     if path.exists():
         raise LTPLLError(f"{dataset} is neither an image folder nor a .tar.gz/.tgz of one")
     raise LTPLLError(
@@ -208,9 +217,13 @@ def _resize(image: np.ndarray, image_size: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _load_archive(archive: Path, split: str, image_size: int | None, cache: Path) -> ImageSet:
+def _load_archive(
+    archive: Path, split: str, image_size: int | None, cache: Path, strict: bool = False
+) -> ImageSet:
     extracted = _extract_once(archive, cache)
-    return _load_folder(_archive_root(extracted, split), split, image_size, cache, source=archive)
+    return _load_folder(
+        _archive_root(extracted, split), split, image_size, cache, source=archive, strict=strict
+    )
 
 
 def _extract_once(archive: Path, cache: Path) -> Path:
@@ -289,16 +302,37 @@ class _Listing:
 
 
 def _load_folder(
-    root: Path, split: str, image_size: int | None, cache: Path, source: Path | None = None
+    root: Path,
+    split: str,
+    image_size: int | None,
+    cache: Path,
+    source: Path | None = None,
+    strict: bool = False,
 ) -> ImageSet:
     listing = _list_split(root.resolve(), split, source or root)
     cache_file = _cache_file(cache, listing, image_size)
-    cached = _read_cache(cache_file, listing)
-    if cached is not None:
-        return cached
-    images = _decode_images(listing, image_size)
-    image_set = ImageSet(images, listing.labels, listing.class_names, listing.paths)
-    _write_cache(cache_file, image_set)
+    image_set = _read_cache(cache_file, listing)
+    if image_set is None:
+        images, unreadable = _decode_images(listing, image_size)
+        keep = np.ones(len(listing.files), dtype=bool)
+        keep[list(unreadable)] = False
+        if not keep.any():
+            raise LTPLLError(
+                f"none of the {len(keep)} images in {source or root}/{split} can be decoded, "
+                f"e.g. {next(iter(unreadable.values()))}"
+            )
+        image_set = ImageSet(
+            images[keep], listing.labels[keep], listing.class_names,
+            [p for p, k in zip(listing.paths, keep) if k],
+            skipped=[listing.paths[row] for row in sorted(unreadable)],
+        )
+        _write_cache(cache_file, image_set)
+    if strict and image_set.skipped:
+        raise LTPLLError(
+            f"{len(image_set.skipped)} image(s) in {source or root}/{split} cannot be decoded "
+            f"(corrupt or truncated), e.g. {image_set.skipped[0]}; without --strict they are "
+            "skipped"
+        )
     return image_set
 
 
@@ -386,30 +420,44 @@ def _tensorflow_available() -> bool:
     return True
 
 
-def _decode_images(listing: _Listing, image_size: int | None) -> np.ndarray:
-    """Decode every image of the listing to uint8 [N, H, W, 3], in listing order."""
-    shape = _target_shape(listing.files[0], image_size)
+def _decode_images(listing: _Listing, image_size: int | None) -> tuple[np.ndarray, dict]:
+    """Decode every image of the listing to uint8 [N, H, W, 3], in listing order.
+
+    Returns:
+        The images (rows of unreadable files left zero) and ``{row: reason}`` of the files that
+        could not be decoded.
+    """
+    shape = _target_shape(listing.files, image_size)
     images = np.zeros((len(listing.files), *shape), dtype=np.uint8)
     done = np.zeros(len(listing.files), dtype=bool)
     if _tensorflow_available():
         _decode_with_tfds(listing, shape, images, done)
-    # Whatever the fast path did not fill (no TensorFlow; images to resize) goes through Pillow.
+    # Whatever the fast path did not fill (no TensorFlow; images to resize; the rest of a batch
+    # with a corrupt file) goes through Pillow, which names each unreadable file.
+    unreadable = {}
     for row in np.flatnonzero(~done):
-        images[row] = _pillow_image(listing.files[row], shape, image_size)
-    return images
+        try:
+            images[row] = _pillow_image(listing.files[row], shape, image_size)
+        except UnreadableImage as error:
+            unreadable[int(row)] = str(error)
+    return images, unreadable
 
 
-def _target_shape(first_file: str, image_size: int | None) -> tuple[int, int, int]:
+def _target_shape(files: list[str], image_size: int | None) -> tuple[int, int, int]:
+    """The common image shape: ``image_size`` square, else the first readable file's size."""
     if image_size is not None:
         return (image_size, image_size, 3)
     from PIL import Image
 
-    try:
-        with Image.open(first_file) as image:  # reads only the header
-            width, height = image.size
-    except (OSError, SyntaxError, ValueError) as error:
-        raise LTPLLError(f"cannot read image {first_file}: {error}") from None
-    return (height, width, 3)
+    first_error = None
+    for file in files:
+        try:
+            with Image.open(file) as image:  # reads only the header
+                width, height = image.size
+            return (height, width, 3)
+        except (OSError, SyntaxError, ValueError) as error:
+            first_error = first_error or f"cannot read image {file}: {error}"
+    raise LTPLLError(first_error)
 
 
 def _pillow_image(file: str, shape: tuple[int, int, int], image_size: int | None) -> np.ndarray:
@@ -425,6 +473,10 @@ def _pillow_image(file: str, shape: tuple[int, int, int], image_size: int | None
     )
 
 
+class UnreadableImage(LTPLLError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
+
+
 def _open_rgb(file: str) -> np.ndarray:
     from PIL import Image
 
@@ -432,7 +484,7 @@ def _open_rgb(file: str) -> np.ndarray:
         with Image.open(file) as image:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as error:
-        raise LTPLLError(f"cannot read image {file}: {error}") from None
+        raise UnreadableImage(f"cannot read image {file}: {error}") from None
 
 
 def _decode_with_tfds(listing: _Listing, shape, images: np.ndarray, done: np.ndarray) -> None:
@@ -460,8 +512,10 @@ def _decode_with_tfds(listing: _Listing, shape, images: np.ndarray, done: np.nda
             keep = fits & (rows >= 0)
             images[rows[keep]] = batch[keep]
             done[rows[keep]] = True
-    except tf.errors.OpError as error:
-        _raise_for_unreadable(listing, error)
+    except tf.errors.OpError:
+        # A corrupt file stops the batched decoder; the rows not yet filled go through Pillow,
+        # which names (and skips, or with --strict reports) the bad file.
+        pass
 
 
 @contextlib.contextmanager
@@ -499,15 +553,6 @@ def _tf_decode(example, shape):
     return image, fits, example["image/filename"]
 
 
-def _raise_for_unreadable(listing: _Listing, error) -> None:
-    """TensorFlow's decode errors do not name the file: find it with Pillow and name it."""
-    for file in listing.files:
-        _open_rgb(file)  # raises LTPLLError naming the first bad file
-    raise LTPLLError(
-        f"cannot decode the images of {listing.root / listing.split}: {error.message}"
-    ) from error
-
-
 # --------------------------------------------------------------------------------------------
 # Decoded-array cache
 # --------------------------------------------------------------------------------------------
@@ -527,9 +572,13 @@ def _read_cache(cache_file: Path, listing: _Listing) -> ImageSet | None:
         with np.load(cache_file, allow_pickle=False) as stored:
             paths = stored["paths"].tolist()
             class_names = stored["class_names"].tolist()
-            if paths != listing.paths or class_names != listing.class_names:
+            skipped = stored["skipped"].tolist()
+            left_out = set(skipped)
+            if ([p for p in listing.paths if p not in left_out] != paths
+                    or class_names != listing.class_names):
                 return None
-            return ImageSet(stored["images"], stored["labels"], class_names, paths)
+            return ImageSet(stored["images"], stored["labels"], class_names, paths,
+                            skipped=skipped)
     except (OSError, ValueError, KeyError, zlib.error) as error:  # unreadable: decode afresh
         logger.warning("ignoring unreadable cache %s: %s", cache_file, error)
         return None
@@ -538,15 +587,15 @@ def _read_cache(cache_file: Path, listing: _Listing) -> ImageSet | None:
 def _write_cache(cache_file: Path, image_set: ImageSet) -> None:
     """Write the arrays atomically, then drop older caches of the same folder/split/size."""
     try:
-        with atomic_path(cache_file) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(
-                    handle,
-                    images=image_set.images,
-                    labels=image_set.labels,
-                    class_names=np.array(image_set.class_names, dtype=str),
-                    paths=np.array(image_set.paths, dtype=str),
-                )
+        with atomic_path(cache_file) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                images=image_set.images,
+                labels=image_set.labels,
+                class_names=np.array(image_set.class_names, dtype=str),
+                paths=np.array(image_set.paths, dtype=str),
+                skipped=np.array(image_set.skipped, dtype=str),
+            )
     except OSError as error:  # a read-only or full cache only costs speed
         logger.warning("could not write cache %s: %s", cache_file, error)
         return
