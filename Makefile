@@ -10,7 +10,7 @@ DATASET ?= cifar10
 EPOCHS ?= 800
 OUTPUT ?= runs/c10-lt-corr-records
 
-.PHONY: install test test-all train demo bench-augment bench-grid-cpu clean
+.PHONY: install test test-all train demo bench-augment bench-grid-cpu bench-step-cpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-grid-cpu: install
 		--rebalancers none,oracle-la,oracle-la-posthoc,records --seeds 1 \
 		--backbone resnet-small --epochs 16 --batch-size 64 --lr 0.05 --weight-decay 5e-4 \
 		--eval-every 16 --output $(BENCH_OUTPUT)
+
+# Images/s of the full CORR+RECORDS step vs the bare backbone, on this CPU (small backbone).
+bench-step-cpu: install
+	$(BIN)/ltpll bench-step --backbone resnet-small --batch-size 128 --steps 20 --precision float32
+	$(BIN)/ltpll bench-step --backbone resnet-small --batch-size 128 --steps 20 --precision mixed_bfloat16
 
 bench-augment: install
 	$(BIN)/python benchmarks/bench_augment.py

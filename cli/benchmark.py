@@ -5,7 +5,12 @@ import os
 import click
 
 from cli.app import pass_app, quiet_tensorflow, user_errors
-from cli.options import METHOD_NAMES, REBALANCE_NAMES, run_config, shared_training_options
+from cli.options import (
+    METHOD_NAMES,
+    REBALANCE_NAMES,
+    run_config,
+    shared_training_options,
+)
 
 GRID_DEFAULTS = {
     "methods": "corr,proden,lw,cavl",
@@ -101,8 +106,14 @@ def _run_with_live_display(app, cells, config_for, output, flags):
     import keras
     from rich.console import Group
     from rich.live import Live
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ltpll.benchmark.report import live_table
     from ltpll.benchmark.run import run_grid

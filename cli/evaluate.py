@@ -23,7 +23,8 @@ def evaluate(app, run_dir, dataset, split, batch_size, output):
     from ltpll.errors import LTPLLError
     from ltpll.fileio import read_json
     from ltpll.reporting import metrics_table, per_class_table
-    from ltpll.training import RUN_FILES, evaluate as run_evaluation
+    from ltpll.training import RUN_FILES
+    from ltpll.training import evaluate as run_evaluation
 
     if batch_size < 1:
         raise LTPLLError(f"--batch-size must be >= 1; received {batch_size}")

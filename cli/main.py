@@ -7,8 +7,11 @@ One module per command (``cli/train.py``, ...); this one only assembles the grou
 import click
 
 from cli.app import App
+from cli.bench_step import bench_step
 from cli.benchmark import benchmark
 from cli.evaluate import evaluate
+from cli.export import export
+from cli.predict import predict
 from cli.train import train
 
 
@@ -19,7 +22,7 @@ def main(ctx):
     ctx.obj = App()
 
 
-for command in (train, evaluate, benchmark):
+for command in (train, evaluate, export, predict, benchmark, bench_step):
     main.add_command(command)
 
 

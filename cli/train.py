@@ -1,9 +1,16 @@
-"""``ltpll train``: one training run into a run directory."""
+"""``ltpll train``: one training run into a run directory, or ``--resume`` an unfinished one."""
+
+import os
 
 import click
 
 from cli.app import pass_app, quiet_tensorflow, user_errors
-from cli.options import METHOD_NAMES, REBALANCE_NAMES, run_config, shared_training_options
+from cli.options import (
+    METHOD_NAMES,
+    REBALANCE_NAMES,
+    run_config,
+    shared_training_options,
+)
 
 
 @click.command()
@@ -21,6 +28,9 @@ from cli.options import METHOD_NAMES, REBALANCE_NAMES, run_config, shared_traini
               help="Shorthand for --rebalance records / none.")
 @click.option("--seed", type=int, default=123, show_default=True)
 @click.option("--output", default="runs/latest", show_default=True, help="Run directory.")
+@click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
+              help="Continue an unfinished run from its last complete epoch (its config.json "
+                   "decides every setting; other flags are ignored).")
 @pass_app
 @user_errors
 def train(app, **flags):
@@ -28,8 +38,11 @@ def train(app, **flags):
     quiet_tensorflow()
     from ltpll.errors import LTPLLError
     from ltpll.reporting import RichProgress, metrics_table, per_class_table
+    from ltpll.training import resume
     from ltpll.training import train as run_training
 
+    if flags["resume_dir"]:
+        return _resume(app, flags["resume_dir"], resume)
     rebalance = flags["rebalance"]
     if flags["records"] is not None:
         implied = "records" if flags["records"] else "none"
@@ -55,6 +68,29 @@ def train(app, **flags):
     app.console.print(
         f"trained in {final['train_seconds']:.1f}s; run saved to [bold]{config.output}[/]"
     )
+
+
+def _resume(app, run_dir, resume):
+    from click.core import ParameterSource
+
+    from ltpll.reporting import RichProgress, metrics_table, per_class_table
+
+    context = click.get_current_context()
+    ignored = [name for name in context.params if name != "resume_dir"
+               and context.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if ignored:
+        app.errors.print(f"note: --resume takes every setting from {run_dir}/config.json; "
+                         f"ignoring {', '.join('--' + n.replace('_', '-') for n in ignored)}")
+    from ltpll.config import RunConfig
+    from ltpll.fileio import read_json
+
+    epochs = RunConfig.from_dict(read_json(f"{run_dir}/config.json")).train.epochs \
+        if os.path.exists(f"{run_dir}/config.json") else 0
+    _, final = resume(run_dir, callbacks=[RichProgress(app.console, epochs)],
+                      log=app.console.print)
+    app.console.print(metrics_table(final))
+    app.console.print(per_class_table(final))
+    app.console.print(f"trained in {final['train_seconds']:.1f}s; run saved to [bold]{run_dir}[/]")
 
 
 def describe(model_config):

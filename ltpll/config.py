@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from ltpll.errors import LTPLLError
 
 CONFIG_VERSION = 2
+DISTRIBUTE_CHOICES = ("none", "mirrored", "multi-worker")
+PRECISION_CHOICES = ("float32", "mixed_bfloat16", "mixed_float16")
+CONFIDENCE_DTYPES = ("float32", "float16")
 # Versions from_dict can still read, each with the function that upgrades it by one version.
 _MIGRATIONS = {
     # 1 -> 2: ``records: bool`` became ``rebalance: str`` (records, oracle LA, ...).
@@ -36,6 +39,7 @@ class DataConfig:
             per-class counts then go to classes in a seeded random order.
         candidates: a CSV of the user's own candidate sets (``path,candidates``); overrides q.
         image_size: resize images to this square size; None keeps their size.
+        strict: fail on an image file that cannot be decoded instead of skipping it.
     """
 
     dataset: str = "cifar10"
@@ -48,6 +52,7 @@ class DataConfig:
     image_size: int | None = None
     train_split: str = "train"
     test_split: str = "test"
+    strict: bool = False
 
     def validate(self):
         if self.imbalance_ratio is not None and self.imbalance_ratio < 1:
@@ -144,8 +149,13 @@ class TrainConfig:
         cosine: cosine learning-rate decay over all steps (else constant).
         update_start: epochs trained before the confidence table starts to move.
         eval_every: evaluate on the test split every this many epochs (and after the last).
-        distribute: ``none`` or ``mirrored`` (tf.distribute.MirroredStrategy over local GPUs).
+        distribute: ``none``, ``mirrored`` (tf.distribute.MirroredStrategy over local GPUs) or
+            ``multi-worker`` (tf.distribute.MultiWorkerMirroredStrategy, cluster from TF_CONFIG).
         seed: drives subsampling, candidates, shuffling, augmentation and initialisation.
+        precision: Keras dtype policy: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
+        steps_per_execution: training steps run per compiled call (fewer host round trips).
+        confidence_dtype: storage of the N x C confidence table: ``float32`` or the compact
+            ``float16`` (half the memory; see the README's Scaling section).
     """
 
     epochs: int = 800
@@ -158,6 +168,9 @@ class TrainConfig:
     eval_every: int = 1
     distribute: str = "none"
     seed: int = 123
+    precision: str = "float32"
+    steps_per_execution: int = 1
+    confidence_dtype: str = "float32"
 
     def validate(self):
         if self.epochs < 1:
@@ -172,9 +185,24 @@ class TrainConfig:
             raise LTPLLError(f"--update-start must be >= 0; received {self.update_start}")
         if self.eval_every < 1:
             raise LTPLLError(f"--eval-every must be >= 1; received {self.eval_every}")
-        if self.distribute not in ("none", "mirrored"):
+        if self.distribute not in DISTRIBUTE_CHOICES:
             raise LTPLLError(
-                f"--distribute must be none or mirrored; received {self.distribute!r}"
+                f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; "
+                f"received {self.distribute!r}"
+            )
+        if self.precision not in PRECISION_CHOICES:
+            raise LTPLLError(
+                f"--precision must be one of {', '.join(PRECISION_CHOICES)}; "
+                f"received {self.precision!r}"
+            )
+        if self.steps_per_execution < 1:
+            raise LTPLLError(
+                f"--steps-per-execution must be >= 1; received {self.steps_per_execution}"
+            )
+        if self.confidence_dtype not in CONFIDENCE_DTYPES:
+            raise LTPLLError(
+                f"--confidence-dtype must be one of {', '.join(CONFIDENCE_DTYPES)}; "
+                f"received {self.confidence_dtype!r}"
             )
 
 

@@ -29,10 +29,9 @@ def atomic_path(path):
 
 def write_json(path, payload):
     """Writes ``payload`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
 
 
 def read_json(path):

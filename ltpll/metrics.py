@@ -79,7 +79,7 @@ def evaluate_logits(logits, labels, train_counts):
         "top5": top_k_accuracy(logits, labels, 5),
         "per_class": [None if np.isnan(a) else float(a) for a in per_class],
         "groups": {name: ids.tolist() for name, ids in groups.items()},
-        "num_samples": int(len(labels)),
+        "num_samples": len(labels),
     }
     for name, ids in groups.items():
         values = per_class[ids] if len(ids) else np.array([])

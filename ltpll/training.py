@@ -10,16 +10,26 @@
 4. save the run directory (layout in :data:`RUN_FILES`) that ``ltpll evaluate`` reloads.
 """
 
+import contextlib
 import csv
 import dataclasses
 import importlib.util
 import os
+import shutil
+import tempfile
 import time
 
 import keras
 import numpy as np
 
+from ltpll import distribution
 from ltpll import metrics as metric_fns
+from ltpll.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+)
 from ltpll.config import RunConfig
 from ltpll.data import candidates as candidate_sets
 from ltpll.data import longtail
@@ -40,6 +50,7 @@ RUN_FILES = {
     "prior": "prior.json",            # the prior the rebalancer used, per epoch
     "metrics": "metrics.json",        # final test metrics
     "tensorboard": "tensorboard",     # TensorBoard logs
+    "checkpoint": "checkpoint",       # while training: the last complete epoch (ltpll.checkpoint)
 }
 
 EVAL_BATCH_SIZE = 512
@@ -78,8 +89,14 @@ def prepare_data(data_config, seed, log=print):
     Raises:
         LTPLLError: for any problem with the data.
     """
-    train = load_split(data_config.dataset, data_config.train_split, data_config.image_size)
-    test = load_split(data_config.dataset, data_config.test_split, data_config.image_size)
+    train = load_split(data_config.dataset, data_config.train_split, data_config.image_size,
+                       strict=data_config.strict)
+    test = load_split(data_config.dataset, data_config.test_split, data_config.image_size,
+                      strict=data_config.strict)
+    for split, image_set in ((data_config.train_split, train), (data_config.test_split, test)):
+        if image_set.skipped:
+            log(f"skipped {len(image_set.skipped)} unreadable image(s) of the {split} split, "
+                f"e.g. {image_set.skipped[0]} (--strict makes this an error)")
     if test.images.shape[1:] != train.images.shape[1:]:
         raise LTPLLError(
             f"test images are {test.images.shape[1:3]} but training images are "
@@ -88,11 +105,12 @@ def prepare_data(data_config, seed, log=print):
     if list(test.class_names) != list(train.class_names):
         test = _align_test_classes(train.class_names, test)
     num_classes = len(train.class_names)
+    _check_every_class_tested(train.class_names, test.labels, data_config.test_split)
 
     user_candidates = None
     if data_config.candidates:
         user_candidates = candidate_sets.load_candidate_file(
-            data_config.candidates, train.class_names, train.paths
+            data_config.candidates, train.class_names, train.paths, ignore_paths=train.skipped
         )
 
     keep = np.arange(len(train.labels))
@@ -137,6 +155,17 @@ def prepare_data(data_config, seed, log=print):
     )
 
 
+def _check_every_class_tested(class_names, test_labels, split):
+    """Per-class and Many/Medium/Few accuracy need test images of every class."""
+    missing = [name for c, name in enumerate(class_names) if not np.any(test_labels == c)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise LTPLLError(
+            f"the {split} split has no images of class(es) {shown}, which the training split has; "
+            "every class needs test images"
+        )
+
+
 def _align_test_classes(train_classes, test):
     """Relabels a test split whose class list is a subset of the training classes."""
     index_of = {name: i for i, name in enumerate(train_classes)}
@@ -154,11 +183,22 @@ def channel_statistics(images):
 
 
 def make_strategy(distribute):
-    """The tf.distribute strategy for ``--distribute`` (None for a single device)."""
+    """The tf.distribute strategy for ``--distribute`` (None for a single device).
+
+    ``mirrored``: MirroredStrategy over the local GPUs. ``multi-worker``:
+    MultiWorkerMirroredStrategy over the cluster in ``TF_CONFIG``; it must be created before any
+    other TensorFlow op of the process, so :func:`train` and :func:`resume` call this first.
+
+    Raises:
+        LTPLLError: without the TensorFlow backend, or with a missing or invalid ``TF_CONFIG``.
+    """
     if distribute == "none":
         return None
     if keras.backend.backend() != "tensorflow":
-        raise LTPLLError("--distribute mirrored needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+        raise LTPLLError(f"--distribute {distribute} needs the TensorFlow backend "
+                         "(KERAS_BACKEND=tensorflow)")
+    if distribute == "multi-worker":
+        return distribution.multi_worker_strategy()
     import tensorflow as tf
 
     return tf.distribute.MirroredStrategy()
@@ -175,6 +215,27 @@ def build_rebalancer(model_config, class_counts, epochs):
 
 def build_model(config, data, mean, std):
     """The compiled PLLModel for a run, and the callbacks its rebalancer needs during fit."""
+    with dtype_policy(config.train.precision):
+        return _build_model(config, data, mean, std)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' global dtype policy set to ``name`` for the block, then restored.
+
+    Layers take the policy current when they are created, so the model keeps it afterwards; the
+    confidence table, RECORDS state, augmentation and logits stay float32 whatever the policy.
+    Under ``mixed_float16`` ``compile`` wraps the optimizer in a LossScaleOptimizer.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _build_model(config, data, mean, std):
     rebalancer = build_rebalancer(config.model, data.class_counts, config.train.epochs)
     model = PLLModel(
         build_backbone(config.model.backbone, image_size=data.images.shape[1]),
@@ -189,6 +250,7 @@ def build_model(config, data, mean, std):
         seed=config.train.seed,
         mixup=config.model.mixup,
         mixup_weight=config.model.mixup_weight,
+        confidence_dtype=config.train.confidence_dtype,
     )
     model.set_candidates(data.candidates)
     steps_per_epoch = len(data.labels) // min(config.train.batch_size, len(data.labels))
@@ -202,20 +264,35 @@ def build_model(config, data, mean, std):
         # XLA cannot place one program across mirrored replicas' devices; under
         # MirroredStrategy the step runs as a (non-XLA) TensorFlow graph instead.
         jit_compile=config.train.distribute == "none",
+        steps_per_execution=steps_per_execution(steps_per_epoch, config.train.steps_per_execution),
     )
     return model, rebalancer.callbacks()
 
 
-def train_batches(data, batch_size, seed):
-    """The training input: tf.data when TensorFlow is installed, else a numpy PyDataset."""
+def steps_per_execution(steps_per_epoch, requested):
+    """The largest divisor of the epoch's steps not above ``requested``.
+
+    Keras runs whole executions: with 10 steps per epoch and 3 steps per execution, the fourth
+    execution would take two batches of the next epoch, shifting every later epoch's batches
+    (and the epoch-wise switches such as ``--update-start``). A divisor keeps epochs aligned.
+    """
+    return max(d for d in range(1, max(1, min(requested, steps_per_epoch)) + 1)
+               if steps_per_epoch % d == 0)
+
+
+def train_batches(data, batch_size, seed, epochs, initial_epoch=0):
+    """The training input and its steps per epoch: tf.data when TensorFlow is installed, else a
+    numpy PyDataset. Epoch ``e``'s order depends only on ``(seed, e)``, so a resumed run sees
+    the batches an uninterrupted one would."""
+    from ltpll.data.pipeline import PLLBatches, steps_per_epoch, train_dataset
+
     labels = data.labels.astype(np.int32)
+    steps = steps_per_epoch(len(labels), batch_size)
     if tensorflow_available():
-        from ltpll.data.pipeline import train_dataset
-
-        return train_dataset(data.images, data.candidates, labels, batch_size, seed)
-    from ltpll.data.pipeline import PLLBatches
-
-    return PLLBatches(data.images, data.candidates, labels, batch_size, seed)
+        return train_dataset(data.images, data.candidates, labels, batch_size, seed,
+                             epochs=epochs, initial_epoch=initial_epoch), steps
+    return PLLBatches(data.images, data.candidates, labels, batch_size, seed,
+                      initial_epoch=initial_epoch), steps
 
 
 def predict_logits(model, images, batch_size=EVAL_BATCH_SIZE):
@@ -270,16 +347,61 @@ class HistoryLog(keras.callbacks.Callback):
                 writer.writerows(self.rows)
 
 
-class SaveModel(keras.callbacks.Callback):
-    """Saves the model (atomically) every ``every`` epochs, so a crash loses little."""
+class Checkpoint(keras.callbacks.Callback):
+    """Checkpoints the whole training state at the end of every epoch (see ltpll.checkpoint).
 
-    def __init__(self, path, every):
+    Runs last among the callbacks, so the history row, prior log and test metrics of the epoch
+    are part of the state it saves.
+    """
+
+    def __init__(self, run_dir, history, prior_log, evaluator, clock):
         super().__init__()
-        self.path, self.every = path, every
+        self.run_dir = run_dir
+        self.history, self.prior_log, self.evaluator, self.clock = (
+            history, prior_log, evaluator, clock)
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0:
-            save_model(self.model, self.path)
+        save_checkpoint(self.run_dir, self.model, epoch + 1, {
+            "history": self.history.rows,
+            "prior": self.prior_log.history,
+            "last_test": self.evaluator.last,
+            "train_seconds": self.clock.seconds(),
+        })
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops when an epoch's loss is NaN or infinite, naming the epoch; the checkpoint of the
+    last good epoch stays on disk for ``--resume`` (after lowering the learning rate, say).
+
+    It checks the epoch's mean loss (a NaN batch makes it NaN) rather than every batch, so it
+    adds no per-batch host round trip; it runs before the checkpoint callback, so the broken
+    weights are never saved.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            _, kept = latest_checkpoint(self.run_dir)
+            kept_text = (f"the checkpoint of epoch {kept} is kept in {self.run_dir}" if kept
+                         else "no epoch had completed, so there is no checkpoint")
+            raise LTPLLError(
+                f"the loss became {float(loss)} in epoch {epoch + 1}; training stopped and "
+                f"{kept_text}"
+            )
+
+
+class _Clock:
+    """Training seconds, carried across a resume."""
+
+    def __init__(self, before=0.0):
+        self.before, self.started = before, time.time()
+
+    def seconds(self):
+        return self.before + time.time() - self.started
 
 
 def save_model(model, path):
@@ -287,12 +409,27 @@ def save_model(model, path):
         model.save(tmp)
 
 
+def run_status(path):
+    """``"none"``, ``"finished"`` or ``"unfinished"`` for a directory that may hold a run."""
+    if not os.path.exists(os.path.join(path, RUN_FILES["config"])):
+        return "none"
+    return "finished" if os.path.exists(os.path.join(path, RUN_FILES["metrics"])) else "unfinished"
+
+
 def check_output_directory(path):
-    """Refuses to overwrite an existing run."""
-    if os.path.exists(os.path.join(path, RUN_FILES["config"])):
-        raise LTPLLError(f"{path} already holds a run; choose another --output or delete it")
+    """Refuses to overwrite an existing run, and says how to continue an unfinished one."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise LTPLLError(f"--output {path} exists and is not a directory")
+    status = run_status(path)
+    if status == "finished":
+        raise LTPLLError(f"{path} already holds a finished run; choose another --output or "
+                         "delete it")
+    if status == "unfinished":
+        _, epoch = latest_checkpoint(path)
+        raise LTPLLError(
+            f"{path} holds an unfinished run (last complete epoch: {epoch}); continue it with "
+            f"`ltpll train --resume {path}`, or choose another --output"
+        )
 
 
 def train(config, callbacks=(), log=print):
@@ -307,10 +444,16 @@ def train(config, callbacks=(), log=print):
         ``(model, final_metrics)``.
 
     Raises:
-        LTPLLError: for bad configuration or data; nothing is written in that case.
+        LTPLLError: for bad configuration or data (nothing is written then), or a NaN loss.
     """
     config.validate()
-    check_output_directory(config.output)
+    # First of all: MultiWorkerMirroredStrategy needs to exist before any TensorFlow op runs.
+    strategy = make_strategy(config.train.distribute)
+    chief = distribution.is_chief(strategy)
+    if chief:
+        check_output_directory(config.output)
+    else:
+        _log_not_chief(config.output, log)
     keras.utils.set_random_seed(config.train.seed)
     data = prepare_data(config.data, config.train.seed, log=log)
     if len(data.labels) < config.train.batch_size:
@@ -319,10 +462,12 @@ def train(config, callbacks=(), log=print):
             f"({len(data.labels)} images)"
         )
     mean, std = channel_statistics(data.images)
+    if not chief:  # the chief writes the run directory; this worker only trains along
+        return _fit(config, data, lambda: build_model(config, data, mean, std)[0], None,
+                    callbacks, strategy)
 
     out = config.output
     os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, RUN_FILES["config"]), config.to_dict())
     write_json(os.path.join(out, RUN_FILES["class_counts"]), {
         "class_names": data.class_names,
         "counts": data.class_counts.tolist(),
@@ -330,37 +475,124 @@ def train(config, callbacks=(), log=print):
     candidate_sets.save_candidate_file(
         os.path.join(out, RUN_FILES["candidates"]), data.candidates, data.class_names, data.paths
     )
+    # config.json last: its presence marks the directory as a run (finished or resumable).
+    write_json(os.path.join(out, RUN_FILES["config"]), config.to_dict())
+    return _fit(config, data, lambda: build_model(config, data, mean, std)[0], None, callbacks,
+                strategy)
 
+
+def resume(run_dir, callbacks=(), log=print):
+    """Continues an unfinished run from its last complete epoch.
+
+    Everything comes from the run directory: the configuration, the data (rebuilt with the same
+    seed and checked against the saved class counts) and the latest checkpoint. A run that died
+    before its first epoch completed starts its training over.
+
+    Returns:
+        ``(model, final_metrics)``, as :func:`train`.
+
+    Raises:
+        LTPLLError: if the directory holds no run, a finished one, or an unreadable checkpoint.
+    """
+    status = run_status(run_dir)
+    if status == "none":
+        raise LTPLLError(f"{run_dir} holds no ltpll run to resume")
+    if status == "finished":
+        raise LTPLLError(f"{run_dir} has already finished; nothing to resume")
+    config = RunConfig.from_dict(read_json(os.path.join(run_dir, RUN_FILES["config"])))
+    config.output = run_dir
+    config.validate()
+    # Before any TensorFlow op (see train). Under multi-worker every worker reads the run
+    # directory, so it must be at this path on each (a shared file system).
     strategy = make_strategy(config.train.distribute)
+    if not distribution.is_chief(strategy):
+        _log_not_chief(run_dir, log)
+    keras.utils.set_random_seed(config.train.seed)
+    data = prepare_data(config.data, config.train.seed, log=log)
+    saved = read_json(os.path.join(run_dir, RUN_FILES["class_counts"]))
+    if saved["counts"] != data.class_counts.tolist():
+        raise LTPLLError(f"the data of {run_dir} changed since it was trained "
+                         f"({config.data.dataset}); it cannot be resumed")
+    path, epoch = latest_checkpoint(run_dir)
+    if path is None:
+        mean, std = channel_statistics(data.images)
+        return _fit(config, data, lambda: build_model(config, data, mean, std)[0], None,
+                    callbacks, strategy)
+    log(f"resuming {run_dir} after epoch {epoch} of {config.train.epochs}")
+    return _fit(config, data, None, path, callbacks, strategy)
+
+
+def _log_not_chief(run_dir, log):
+    log(f"this worker is not the chief: the chief writes {run_dir}; this worker's own files go "
+        "to a temporary directory that is deleted at the end")
+
+
+def _fit(config, data, build, checkpoint_path, callbacks, strategy=None):
+    """Fits a new model (``build()``) or a checkpointed one, then writes the final files.
+
+    Under MultiWorkerMirroredStrategy only the chief writes into the run directory. The other
+    workers run exactly the same callbacks, evaluations and saves (all of them take part in the
+    collective ops those contain, so skipping one would stall the cluster), into a temporary
+    directory that is deleted at the end.
+    """
+    with distribution.worker_failures_as_errors(strategy):
+        if distribution.is_chief(strategy):
+            return _fit_into(config.output, config, data, build, checkpoint_path, callbacks,
+                             strategy)
+        scratch = tempfile.mkdtemp(prefix="ltpll-worker-")
+        try:
+            return _fit_into(scratch, config, data, build, checkpoint_path, callbacks, strategy)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fit_into(out, config, data, build, checkpoint_path, callbacks, strategy):
     scope = strategy.scope() if strategy is not None else _null_scope()
     with scope:
-        model, rebalancer_callbacks = build_model(config, data, mean, std)
+        if checkpoint_path is None:
+            model, state = build(), {"epoch": 0}
+        else:
+            model, state = load_checkpoint(checkpoint_path)
+        initial_epoch = int(state["epoch"])
         evaluator = EvaluateEvery(
             data.test_images, data.test_labels, data.class_counts,
             config.train.eval_every, config.train.epochs,
         )
-        fit_callbacks = [UpdateStart(config.train.update_start), *rebalancer_callbacks]
-        fit_callbacks += [
-            PriorLog(data.class_counts, os.path.join(out, RUN_FILES["prior"])),
+        evaluator.last = state.get("last_test")
+        prior_log = PriorLog(data.class_counts, os.path.join(out, RUN_FILES["prior"]))
+        prior_log.history = list(state.get("prior", []))
+        history = HistoryLog(os.path.join(out, RUN_FILES["history"]))
+        history.rows = list(state.get("history", []))
+        clock = _Clock(state.get("train_seconds", 0.0))
+        fit_callbacks = [
+            StopOnNaN(out),
+            UpdateStart(config.train.update_start),
+            *model.rebalancer.callbacks(),
+            prior_log,
             evaluator,
-            SaveModel(os.path.join(out, RUN_FILES["model"]), config.train.eval_every),
-            HistoryLog(os.path.join(out, RUN_FILES["history"])),
-            keras.callbacks.TerminateOnNaN(),
         ]
         if tensorflow_available():
             fit_callbacks.append(
                 keras.callbacks.TensorBoard(os.path.join(out, RUN_FILES["tensorboard"]))
             )
-        fit_callbacks += list(callbacks)
-        started = time.time()
-        model.fit(
-            train_batches(data, config.train.batch_size, config.train.seed + 2),
-            epochs=config.train.epochs,
-            callbacks=fit_callbacks,
-            shuffle=False,  # the pipeline reshuffles each epoch itself
-            verbose=0,
-        )
-    elapsed = time.time() - started
+        fit_callbacks += [*callbacks, history, Checkpoint(out, history, prior_log, evaluator,
+                                                          clock)]
+        if initial_epoch < config.train.epochs:
+            batches, steps = train_batches(data, config.train.batch_size, config.train.seed + 2,
+                                           config.train.epochs, initial_epoch)
+            if config.train.distribute == "multi-worker":
+                # Each worker takes its slice of every global batch (ltpll.distribution).
+                batches = distribution.shard_global_batches(batches)
+            model.fit(
+                batches,
+                epochs=config.train.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
+                callbacks=fit_callbacks,
+                shuffle=False,  # the pipeline orders each epoch itself
+                verbose=0,
+            )
+    elapsed = clock.seconds()
 
     save_model(model, os.path.join(out, RUN_FILES["model"]))
     final = dict(evaluator.last or metric_fns.evaluate_logits(
@@ -371,6 +603,7 @@ def train(config, callbacks=(), log=print):
     final["estimated_prior"] = model.estimated_prior().tolist()
     final["prior_l2"] = metric_fns.prior_distance(final["estimated_prior"], data.class_counts)
     write_json(os.path.join(out, RUN_FILES["metrics"]), final)
+    remove_checkpoints(out)
     return model, final
 
 
@@ -418,6 +651,7 @@ def evaluate(run_dir, dataset=None, split=None, batch_size=EVAL_BATCH_SIZE, outp
     test = load_split(
         dataset or config.data.dataset, split or config.data.test_split,
         image_size if (config.data.image_size or dataset) else None,
+        strict=config.data.strict,
     )
     if test.images.shape[1:] != tuple(model.image_shape):
         raise LTPLLError(

@@ -5,11 +5,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
-from tests.helpers import FOLDER_CLASSES, PER_CLASS  # noqa: E402
+from tests.helpers import FOLDER_CLASSES, PER_CLASS
 
 
 def pytest_addoption(parser):

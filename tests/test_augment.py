@@ -200,8 +200,8 @@ PIL_OPS = {
 
 def _pil():
     pil = pytest.importorskip("PIL")
-    import PIL.Image  # noqa: F401
-    import PIL.ImageEnhance  # noqa: F401
+    import PIL.Image
+    import PIL.ImageEnhance
     import PIL.ImageOps  # noqa: F401  (makes the submodules attributes of PIL)
 
     return pil

@@ -2,7 +2,12 @@
 
 import numpy as np
 
-from ltpll.metrics import evaluate_logits, frequency_groups, prior_distance, top_k_accuracy
+from ltpll.metrics import (
+    evaluate_logits,
+    frequency_groups,
+    prior_distance,
+    top_k_accuracy,
+)
 
 
 def test_ten_classes_split_three_four_three_by_frequency():

@@ -11,8 +11,13 @@ from keras import ops
 from ltpll.config import RunConfig
 from ltpll.errors import LTPLLError
 from ltpll.models.pll_model import UpdateStart
-from ltpll.rebalancing import (REBALANCERS, EpochRecordsPrior, OracleLogitAdjustment, PriorLog,
-                               make_rebalancer)
+from ltpll.rebalancing import (
+    REBALANCERS,
+    EpochRecordsPrior,
+    OracleLogitAdjustment,
+    PriorLog,
+    make_rebalancer,
+)
 from tests.helpers import targets, tiny_model
 
 COUNTS = [30, 10]            # true prior (0.75, 0.25)

@@ -6,9 +6,10 @@ One training step, all inside the compiled function (XLA on TensorFlow, ``jit`` 
    view), runs both views through the backbone in one batch and the linear head, and returns the
    logits and features of each view;
 2. ``compute_loss`` reads the batch's confidence rows from the table (a non-trainable ``N x C``
-   variable, like BatchNormalization's moving statistics), computes the method's loss (CORR by
-   default), folds the features into the rebalancer's state (RECORDS: the moving feature mean),
-   and writes the method's new confidence rows back, computed from debiased logits
+   variable, like BatchNormalization's moving statistics, stored in float32 or float16 and read
+   into float32), computes the method's loss (CORR by default), folds the features into the
+   rebalancer's state (RECORDS: the moving feature mean), and writes the method's new confidence
+   rows back (cast to the table's dtype), computed from debiased logits
    ``logits - log prior`` restricted to each sample's *original* candidate set.
 
 Prediction is debiased in ``call(training=False)``, so ``predict``, ``evaluate`` and exported
@@ -24,6 +25,7 @@ import numpy as np
 from keras import ops
 
 from ltpll import distribution
+from ltpll.config import CONFIDENCE_DTYPES
 from ltpll.disambiguation import get_method
 from ltpll.errors import LTPLLError
 from ltpll.models.augment import StrongAugment, WeakAugment
@@ -84,6 +86,10 @@ class PLLModel(keras.Model):
             towards the same mix of the two samples' confidence targets (the RECORDS authors'
             variant). Only once confidence updates have started, as in their code.
         mixup_weight: weight of the mixed term (``--mixup-weight``).
+        confidence_dtype: storage dtype of the ``N x C`` confidence table, ``"float32"`` or
+            ``"float16"`` (``--confidence-dtype``; half the memory, see the README's Scaling
+            section). Rows are always read into float32 for the arithmetic; a float16 row is
+            renormalised over its candidates after the read, and written back rounded.
         mean, std: per-channel normalisation applied after augmentation, in [0, 1] units.
         weight_decay: coupled L2 coefficient added to the loss (PyTorch SGD's weight_decay).
         seed: seed of the augmentation layers.
@@ -119,6 +125,7 @@ class PLLModel(keras.Model):
         strong_augment=None,
         mixup=False,
         mixup_weight=1.0,
+        confidence_dtype="float32",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -133,6 +140,11 @@ class PLLModel(keras.Model):
             raise LTPLLError(f"weight decay must be >= 0; received {weight_decay}")
         if mixup_weight < 0:
             raise LTPLLError(f"--mixup-weight must be >= 0; received {mixup_weight}")
+        if not isinstance(confidence_dtype, str) or confidence_dtype not in CONFIDENCE_DTYPES:
+            raise LTPLLError(
+                f"--confidence-dtype must be one of {', '.join(CONFIDENCE_DTYPES)}; "
+                f"received {confidence_dtype!r}"
+            )
 
         # === Config ===
         self.num_classes = int(num_classes)
@@ -145,6 +157,7 @@ class PLLModel(keras.Model):
         self.seed = seed
         self.mixup = bool(mixup)
         self.mixup_weight = float(mixup_weight)
+        self.confidence_dtype = confidence_dtype
 
         # === Layers ===
         self.backbone = backbone
@@ -170,6 +183,7 @@ class PLLModel(keras.Model):
         self.confidence = self.add_weight(
             shape=(self.num_samples, self.num_classes),
             initializer=keras.initializers.Constant(1.0 / self.num_classes),
+            dtype=self.confidence_dtype,
             trainable=False,
             autocast=False,
             # Each replica scatters the all-gathered rows of every replica: identical updates,
@@ -187,19 +201,27 @@ class PLLModel(keras.Model):
     def set_candidates(self, candidates):
         """Initialises the confidence table uniformly over each sample's candidate set.
 
+        The rows are computed in float32 a block at a time and stored in the table's dtype, so a
+        float16 table never needs a float32 ``N x C`` copy on the host besides the input.
+
         Raises:
             LTPLLError: if the shape is wrong or a row has no candidate.
         """
-        candidates = np.asarray(candidates, dtype=np.float32)
+        candidates = np.asarray(candidates)
         if candidates.shape != (self.num_samples, self.num_classes):
             raise LTPLLError(
                 f"candidates must have shape {(self.num_samples, self.num_classes)}; "
                 f"received {candidates.shape}"
             )
-        sizes = candidates.sum(axis=1, keepdims=True)
+        sizes = candidates.sum(axis=1, keepdims=True, dtype=np.float32)
         if np.any(sizes == 0):
             raise LTPLLError(f"{int(np.sum(sizes == 0))} samples have an empty candidate set")
-        self.confidence.assign(candidates / sizes)
+        rows = np.empty(candidates.shape, dtype=self.confidence_dtype)
+        block = max(1, (1 << 24) // self.num_classes)  # 64 MB of float32 at a time
+        for start in range(0, self.num_samples, block):
+            stop = start + block
+            rows[start:stop] = candidates[start:stop].astype(np.float32) / sizes[start:stop]
+        self.confidence.assign(rows)
 
     def estimated_prior(self):
         """The current class prior as a numpy ``[C]`` array (uniform without RECORDS)."""
@@ -262,7 +284,7 @@ class PLLModel(keras.Model):
 
         candidates = ops.cast(y["candidates"], "float32")
         index = ops.cast(ops.reshape(y["index"], (-1,)), "int32")
-        targets = ops.take(self.confidence, index, axis=0)
+        stored, targets = self._read_rows(index)
         loss = self.method.loss(y_pred["logits_w"], y_pred.get("logits_s"), targets, candidates)
         if self.mixup:
             loss = loss + self.mixup_weight * self.update_enabled * self._mixup_loss(
@@ -274,8 +296,23 @@ class PLLModel(keras.Model):
                 ops.sum(ops.square(ops.cast(w, "float32"))) for w in self.trainable_weights
             )
         if training:
-            self._update_state(y_pred, targets, candidates, index)
+            self._update_state(y_pred, stored, candidates, index)
         return distribution.scale_loss(loss)
+
+    def _read_rows(self, index):
+        """The batch's confidence rows: ``(stored, targets)``, both float32 ``[B, C]``.
+
+        ``stored`` is the table's content as it is; ``targets`` is what the method sees. For a
+        float32 table they are the same tensor. A float16 row carries a relative rounding error
+        of up to 2**-11 per entry, so it sums to 1 only within about 5e-4; ``targets`` divides it
+        by its sum so the method gets a distribution over the candidates again, as its contract
+        says (non-candidates are exactly 0 in storage and stay 0).
+        """
+        stored = ops.cast(ops.take(self.confidence, index, axis=0), "float32")
+        if self.confidence_dtype == "float32":
+            return stored, stored
+        total = ops.sum(stored, axis=-1, keepdims=True)
+        return stored, stored / ops.maximum(total, 1e-30)
 
     def _mixup_loss(self, y_pred, targets, candidates):
         """The method's loss on the mixed views towards the same mix of targets.
@@ -289,8 +326,13 @@ class PLLModel(keras.Model):
             y_pred["logits_w_mix"], y_pred.get("logits_s_mix"), mixed_targets, mixed_candidates
         )
 
-    def _update_state(self, y_pred, targets, candidates, index):
-        """Moves the rebalancer's state and writes the batch's new confidence rows."""
+    def _update_state(self, y_pred, stored, candidates, index):
+        """Moves the rebalancer's state and writes the batch's new confidence rows.
+
+        Before ``--update-start`` the rows written back are ``stored``, the table's own values,
+        so the write is exact whatever the storage dtype (renormalising and rounding a float16 row
+        again moves an entry of about 1-2% of rows by an ulp).
+        """
         features_w = y_pred["features_w"]
         self.rebalancer.update(features_w, y_pred.get("features_s", features_w))
         logits_w = ops.stop_gradient(self.rebalancer.update_logits(y_pred["logits_w"], self.head))
@@ -300,7 +342,8 @@ class PLLModel(keras.Model):
                 self.rebalancer.update_logits(y_pred["logits_s"], self.head)
             )
         new_rows = self.method.update(logits_w, logits_s, candidates)
-        rows = ops.where(self.update_enabled > 0, new_rows, targets)
+        rows = ops.where(self.update_enabled > 0, new_rows, stored)
+        rows = ops.cast(rows, self.confidence_dtype)
         # Under tf.distribute each replica holds different samples: gather every replica's
         # (index, row) pairs so all copies of the table receive the same complete scatter.
         all_index = distribution.all_gather(index)
@@ -335,6 +378,7 @@ class PLLModel(keras.Model):
             "strong_augment": keras.saving.serialize_keras_object(self.strong_augment),
             "mixup": self.mixup,
             "mixup_weight": self.mixup_weight,
+            "confidence_dtype": self.confidence_dtype,
         }
 
     @classmethod
@@ -377,4 +421,4 @@ class UpdateStart(keras.callbacks.Callback):
         self.model.update_enabled.assign(1.0 if epoch >= self.start_epoch else 0.0)
 
 
-__all__ = ["PLLModel", "UpdateStart", "MaskedAccuracy", "RecordsPrior", "CIFAR10_MEAN", "CIFAR10_STD"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "MaskedAccuracy", "PLLModel", "RecordsPrior", "UpdateStart"]

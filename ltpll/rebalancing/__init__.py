@@ -42,6 +42,14 @@ def make_rebalancer(name, class_counts=None, momentum=0.9, tau=1.0, ramp_epochs=
 
 
 __all__ = [
-    "EpochRecordsPrior", "NoRebalancing", "OracleLogitAdjustment", "PriorLog", "REBALANCERS",
-    "Rebalancer", "Records", "RecordsPrior", "TemperatureRamp", "make_rebalancer",
+    "REBALANCERS",
+    "EpochRecordsPrior",
+    "NoRebalancing",
+    "OracleLogitAdjustment",
+    "PriorLog",
+    "Rebalancer",
+    "Records",
+    "RecordsPrior",
+    "TemperatureRamp",
+    "make_rebalancer",
 ]

@@ -20,9 +20,9 @@ import numpy as np
 from keras import ops
 
 from ltpll import distribution
+from ltpll.errors import LTPLLError
 from ltpll.fileio import write_json
 from ltpll.metrics import prior_distance
-from ltpll.errors import LTPLLError
 from ltpll.rebalancing.base import Rebalancer
 
 

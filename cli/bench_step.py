@@ -1,0 +1,60 @@
+"""``ltpll bench-step``: images/s of the full training step vs the bare backbone."""
+
+import json
+
+import click
+
+from cli.app import pass_app, quiet_tensorflow, user_errors
+from cli.options import METHOD_NAMES, REBALANCE_NAMES
+
+
+@click.command("bench-step")
+@click.option("--backbone", default="resnet18", show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True, help="Timed steps.")
+@click.option("--warmup", type=int, default=3, show_default=True,
+              help="Untimed steps first (they compile).")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+              default="float32", show_default=True)
+@click.option("--steps-per-execution", type=int, default=1, show_default=True)
+@click.option("--method", type=click.Choice(METHOD_NAMES), default="corr", show_default=True)
+@click.option("--rebalance", type=click.Choice(REBALANCE_NAMES), default="records",
+              show_default=True)
+@click.option("--image-size", type=int, default=32, show_default=True)
+@click.option("--num-classes", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
+@pass_app
+@user_errors
+def bench_step(app, as_json, **options):
+    """Time the full PLL training step (two views, augmentation, table, prior) against the bare
+    forward+backward of the same backbone; prints images/s (views counted) and their ratio."""
+    quiet_tensorflow()
+    from ltpll.errors import LTPLLError
+
+    for name in ("batch_size", "steps", "warmup", "steps_per_execution", "num_classes"):
+        if options[name] < 1:
+            raise LTPLLError(f"--{name.replace('_', '-')} must be >= 1; received {options[name]}")
+    from ltpll.benchmark.step import bench_step as measure
+    from ltpll.models.backbones import BACKBONES
+
+    if options["backbone"] not in BACKBONES:
+        raise LTPLLError(f"unknown backbone {options['backbone']!r}; choose one of "
+                         f"{', '.join(BACKBONES)}")
+    with app.console.status("compiling and timing (full step, then bare backbone)..."):
+        result = measure(**options)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result['backbone']}, batch {result['batch_size']}, "
+                        f"{result['precision']}, {result['backend']} on "
+                        f"{', '.join(result['devices'])}")
+    for column in ("step", "ms/step", "images/s (views)"):
+        table.add_column(column, justify="right")
+    table.add_row(f"full {result['method'].upper()} + {result['rebalance']}",
+                  f"{result['full_ms_per_step']:.1f}", f"{result['full_images_per_s']:,.0f}")
+    table.add_row("bare backbone", f"{result['bare_ms_per_step']:.1f}",
+                  f"{result['bare_images_per_s']:,.0f}")
+    app.console.print(table)
+    app.console.print(f"overhead ratio (full / bare): [bold]{result['overhead_ratio']:.3f}[/]")

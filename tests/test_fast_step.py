@@ -1,0 +1,66 @@
+"""The speed options: mixed precision, steps_per_execution, and `ltpll bench-step`."""
+
+import json
+
+import keras
+import numpy as np
+from click.testing import CliRunner
+
+from cli.main import main
+from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ltpll.training import train
+
+
+def _config(folder, output, **train_options):
+    return RunConfig(
+        data=DataConfig(dataset=folder, imbalance_ratio=2.0, partial_rate=0.3),
+        model=ModelConfig(backbone="tiny", rebalance="records"),
+        train=TrainConfig(epochs=2, batch_size=8, lr=0.05, eval_every=2, seed=4,
+                          **train_options),
+        output=str(output),
+    )
+
+
+def _weights(model):
+    return [keras.ops.convert_to_numpy(v) for v in model.variables]
+
+
+def test_steps_per_execution_does_not_change_the_result(image_folder, tmp_path):
+    one, _ = train(_config(image_folder, tmp_path / "one"), log=lambda *_: None)
+    three, _ = train(_config(image_folder, tmp_path / "three", steps_per_execution=3),
+                     log=lambda *_: None)
+    for a, b in zip(_weights(one), _weights(three), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_bfloat16_keeps_state_and_logits_in_float32(image_folder, tmp_path):
+    model, final = train(_config(image_folder, tmp_path / "bf16", precision="mixed_bfloat16"),
+                         log=lambda *_: None)
+    conv = next(layer for layer in model.backbone.layers if "conv" in layer.name)
+    assert conv.dtype_policy.name == "mixed_bfloat16" and conv.compute_dtype == "bfloat16"
+    assert model.confidence.dtype == "float32"
+    assert model.rebalancer.feature_mean.dtype == "float32"
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    assert keras.ops.convert_to_numpy(model(images)).dtype == np.float32
+    assert np.isfinite(final["top1"])
+    # The policy applied to this model only: the process-wide default is back to float32.
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_bench_step_reports_both_steps_and_their_ratio():
+    result = CliRunner().invoke(main, ["bench-step", "--backbone", "tiny", "--batch-size", "8",
+                                       "--steps", "3", "--warmup", "1", "--image-size", "16",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.output[result.output.index("{"):])
+    assert measured["full_images_per_s"] > 0 and measured["bare_images_per_s"] > 0
+    assert np.isclose(measured["overhead_ratio"],
+                      measured["full_images_per_s"] / measured["bare_images_per_s"])
+    # Images/s count both views: 2 x batch per step.
+    assert np.isclose(measured["full_images_per_s"],
+                      2 * 8 * 1000.0 / measured["full_ms_per_step"])
+
+
+def test_bench_step_rejects_bad_numbers():
+    result = CliRunner().invoke(main, ["bench-step", "--steps", "0"])
+    assert result.exit_code == 2 and "--steps must be >= 1" in result.output
