@@ -10,7 +10,7 @@ DATASET ?= cifar10
 EPOCHS ?= 800
 OUTPUT ?= runs/c10-lt-corr-records
 
-.PHONY: install test test-all train demo bench-augment bench-grid-cpu bench-step-cpu clean
+.PHONY: install test test-all train demo bench-augment bench-grid-cpu bench-step-cpu paper-c10 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,16 @@ bench-grid-cpu: install
 bench-step-cpu: install
 	$(BIN)/ltpll bench-step --backbone resnet-small --batch-size 128 --steps 20 --precision float32
 	$(BIN)/ltpll bench-step --backbone resnet-small --batch-size 128 --steps 20 --precision mixed_bfloat16
+
+# The paper's CIFAR-10-LT comparison (rho=100, q in {0.3, 0.5}; CORR vs CORR+RECORDS, ResNet-18,
+# 800 epochs, bf16) as one resumable grid: run on a GPU machine. On a machine with JAX and no
+# TensorFlow: KERAS_BACKEND=jax make paper-c10 DATASET=path/to/cifar10-folder-or-tarball
+PAPER_OUTPUT ?= runs/paper-c10
+paper-c10:
+	$(BIN)/ltpll benchmark --dataset $(DATASET) --imbalance-ratios 100 --partial-rates 0.3,0.5 \
+		--methods corr --rebalancers none,records --seeds 123 --backbone resnet18 \
+		--epochs $(EPOCHS) --batch-size 256 --lr 0.01 --weight-decay 1e-3 --precision mixed_bfloat16 \
+		--eval-every 50 --output $(PAPER_OUTPUT)
 
 bench-augment: install
 	$(BIN)/python benchmarks/bench_augment.py
