@@ -22,6 +22,8 @@ from cli.options import METHOD_NAMES, REBALANCE_NAMES
               show_default=True)
 @click.option("--image-size", type=int, default=32, show_default=True)
 @click.option("--num-classes", type=int, default=10, show_default=True)
+@click.option("--jit/--no-jit", "jit_compile", default=True, show_default=True,
+              help="Compile both steps with XLA (TensorFlow; JAX always jits).")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 @pass_app
 @user_errors
@@ -48,7 +50,8 @@ def bench_step(app, as_json, **options):
     from rich.table import Table
 
     table = Table(title=f"{result['backbone']}, batch {result['batch_size']}, "
-                        f"{result['precision']}, {result['backend']} on "
+                        f"{result['precision']}, {result['backend']}"
+                        f"{'' if result['jit_compile'] else ' (no XLA)'} on "
                         f"{', '.join(result['devices'])}")
     for column in ("step", "ms/step", "images/s (views)"):
         table.add_column(column, justify="right")

@@ -263,7 +263,7 @@ def _build_model(config, data, mean, std):
         optimizer=keras.optimizers.SGD(learning_rate, momentum=config.train.momentum),
         # XLA cannot place one program across mirrored replicas' devices; under
         # MirroredStrategy the step runs as a (non-XLA) TensorFlow graph instead.
-        jit_compile=config.train.distribute == "none",
+        jit_compile=config.train.jit_compile and config.train.distribute == "none",
         steps_per_execution=steps_per_execution(steps_per_epoch, config.train.steps_per_execution),
     )
     return model, rebalancer.callbacks()

@@ -64,3 +64,14 @@ def test_bench_step_reports_both_steps_and_their_ratio():
 def test_bench_step_rejects_bad_numbers():
     result = CliRunner().invoke(main, ["bench-step", "--steps", "0"])
     assert result.exit_code == 2 and "--steps must be >= 1" in result.output
+
+
+def test_no_jit_runs_the_same_step_as_a_plain_graph(image_folder, tmp_path):
+    # TensorFlow's stateless random ops draw other numbers under XLA than as graph kernels, so
+    # the augmentations (and hence the runs) differ; each mode is deterministic on its own.
+    first, _ = train(_config(image_folder, tmp_path / "a", jit_compile=False), log=lambda *_: None)
+    again, final = train(_config(image_folder, tmp_path / "b", jit_compile=False),
+                         log=lambda *_: None)
+    assert not first.jit_compile and np.isfinite(final["top1"])
+    for a, b in zip(_weights(first), _weights(again), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -24,7 +24,7 @@ from ltpll.training import dtype_policy, tensorflow_available
 
 def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32",
                method="corr", rebalance="records", image_size=32, num_classes=10,
-               steps_per_execution=1, warmup=3, seed=0):
+               steps_per_execution=1, warmup=3, seed=0, jit_compile=True):
     """Times the full PLL training step and the bare backbone step.
 
     Returns:
@@ -41,8 +41,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
 
     with dtype_policy(precision):
         full = _full_model(backbone, image_size, num_classes, samples, method, rebalance, seed,
-                           steps_per_execution)
-        bare = _bare_model(backbone, image_size, num_classes, steps_per_execution)
+                           steps_per_execution, jit_compile)
+        bare = _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_compile)
     full.set_candidates(candidates)
     full_seconds = _time_fit(full, _pll_batches(images, candidates, labels, batch_size, seed),
                              steps, warmup)
@@ -53,7 +53,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
     result = {
         "backbone": backbone, "batch_size": batch_size, "steps": steps, "precision": precision,
         "method": method, "rebalance": rebalance, "image_size": image_size,
-        "steps_per_execution": steps_per_execution, "backend": keras.backend.backend(),
+        "steps_per_execution": steps_per_execution, "jit_compile": jit_compile,
+        "backend": keras.backend.backend(),
         "devices": _devices(),
         "full_ms_per_step": 1000.0 * full_seconds / steps,
         "bare_ms_per_step": 1000.0 * bare_seconds / steps,
@@ -65,20 +66,20 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
 
 
 def _full_model(backbone, image_size, num_classes, samples, method, rebalance, seed,
-                steps_per_execution):
+                steps_per_execution, jit_compile=True):
     model = PLLModel(
         build_backbone(backbone, image_size=image_size), num_classes=num_classes,
         num_samples=samples, image_shape=(image_size, image_size, 3), method=method,
         rebalancer=make_rebalancer(rebalance, class_counts=np.ones(num_classes)),
         weight_decay=5e-4, seed=seed,
     )
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=True,
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile,
                   steps_per_execution=steps_per_execution)
     model.update_enabled.assign(1.0)
     return model
 
 
-def _bare_model(backbone, image_size, num_classes, steps_per_execution):
+def _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_compile=True):
     inputs = keras.Input((image_size, image_size, 3))
     features = build_backbone(backbone, image_size=image_size)(inputs)
     logits = keras.layers.Dense(num_classes, dtype="float32")(features)
@@ -86,7 +87,7 @@ def _bare_model(backbone, image_size, num_classes, steps_per_execution):
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True, steps_per_execution=steps_per_execution,
+        jit_compile=jit_compile, steps_per_execution=steps_per_execution,
     )
     return model
 
