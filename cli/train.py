@@ -1,7 +1,5 @@
 """``ltpll train``: one training run into a run directory, or ``--resume`` an unfinished one."""
 
-import os
-
 import click
 
 from cli.app import pass_app, quiet_tensorflow, user_errors
@@ -37,7 +35,7 @@ def train(app, **flags):
     """Train a PLL model on long-tailed data and write a run directory."""
     quiet_tensorflow()
     from ltpll.errors import LTPLLError
-    from ltpll.reporting import RichProgress, metrics_table, per_class_table
+    from ltpll.reporting import RichProgress
     from ltpll.training import resume
     from ltpll.training import train as run_training
 
@@ -63,17 +61,21 @@ def train(app, **flags):
         config, callbacks=[RichProgress(app.console, config.train.epochs)],
         log=app.console.print,
     )
+    _report(app, final, config.output)
+
+
+def _report(app, final, run_dir):
+    from ltpll.reporting import metrics_table, per_class_table
+
     app.console.print(metrics_table(final))
     app.console.print(per_class_table(final))
-    app.console.print(
-        f"trained in {final['train_seconds']:.1f}s; run saved to [bold]{config.output}[/]"
-    )
+    app.console.print(f"trained in {final['train_seconds']:.1f}s; run saved to [bold]{run_dir}[/]")
 
 
 def _resume(app, run_dir, resume):
     from click.core import ParameterSource
 
-    from ltpll.reporting import RichProgress, metrics_table, per_class_table
+    from ltpll.reporting import RichProgress
 
     context = click.get_current_context()
     ignored = [name for name in context.params if name != "resume_dir"
@@ -81,16 +83,9 @@ def _resume(app, run_dir, resume):
     if ignored:
         app.errors.print(f"note: --resume takes every setting from {run_dir}/config.json; "
                          f"ignoring {', '.join('--' + n.replace('_', '-') for n in ignored)}")
-    from ltpll.config import RunConfig
-    from ltpll.fileio import read_json
-
-    epochs = RunConfig.from_dict(read_json(f"{run_dir}/config.json")).train.epochs \
-        if os.path.exists(f"{run_dir}/config.json") else 0
-    _, final = resume(run_dir, callbacks=[RichProgress(app.console, epochs)],
-                      log=app.console.print)
-    app.console.print(metrics_table(final))
-    app.console.print(per_class_table(final))
-    app.console.print(f"trained in {final['train_seconds']:.1f}s; run saved to [bold]{run_dir}[/]")
+    # RichProgress reads the epoch count from fit: resume() alone reads the run's config.
+    _, final = resume(run_dir, callbacks=[RichProgress(app.console)], log=app.console.print)
+    _report(app, final, run_dir)
 
 
 def describe(model_config):

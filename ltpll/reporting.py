@@ -27,9 +27,10 @@ class RichProgress(keras.callbacks.Callback):
 
     Train accuracy is measured on the weak view against the hidden true labels where they are
     known (benchmark data); test accuracy comes from the ``EvaluateEvery`` callback's logs.
+    ``epochs`` defaults to the count ``fit`` was given.
     """
 
-    def __init__(self, console, epochs):
+    def __init__(self, console, epochs=None):
         super().__init__()
         self.console = console
         self.epochs = epochs
@@ -52,6 +53,8 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         steps = self.params.get("steps") if self.params else None
+        if self.epochs is None and self.params:
+            self.epochs = self.params.get("epochs")
         self.epoch_started = time.time()
         self.task = self.progress.add_task(
             "train", total=steps, epoch=epoch + 1, epochs=self.epochs,

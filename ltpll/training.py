@@ -33,6 +33,7 @@ from ltpll.checkpoint import (
 from ltpll.config import RunConfig
 from ltpll.data import candidates as candidate_sets
 from ltpll.data import longtail
+from ltpll.data.pipeline import steps_per_epoch
 from ltpll.data.sources import load_split
 from ltpll.errors import LTPLLError
 from ltpll.fileio import atomic_path, read_json, write_json
@@ -253,18 +254,18 @@ def _build_model(config, data, mean, std):
         confidence_dtype=config.train.confidence_dtype,
     )
     model.set_candidates(data.candidates)
-    steps_per_epoch = len(data.labels) // min(config.train.batch_size, len(data.labels))
+    steps = steps_per_epoch(len(data.labels), config.train.batch_size)
     learning_rate = config.train.lr
     if config.train.cosine:
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.train.lr, decay_steps=max(1, config.train.epochs * steps_per_epoch), alpha=1e-3
+            config.train.lr, decay_steps=max(1, config.train.epochs * steps), alpha=1e-3
         )
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate, momentum=config.train.momentum),
         # XLA cannot place one program across mirrored replicas' devices; under
         # MirroredStrategy the step runs as a (non-XLA) TensorFlow graph instead.
         jit_compile=config.train.jit_compile and config.train.distribute == "none",
-        steps_per_execution=steps_per_execution(steps_per_epoch, config.train.steps_per_execution),
+        steps_per_execution=steps_per_execution(steps, config.train.steps_per_execution),
     )
     return model, rebalancer.callbacks()
 
@@ -280,18 +281,18 @@ def steps_per_execution(steps_per_epoch, requested):
                if steps_per_epoch % d == 0)
 
 
-def train_batches(data, batch_size, seed, epochs, initial_epoch=0):
+def train_batches(images, candidates, labels, batch_size, seed, epochs, initial_epoch=0):
     """The training input and its steps per epoch: tf.data when TensorFlow is installed, else a
     numpy PyDataset. Epoch ``e``'s order depends only on ``(seed, e)``, so a resumed run sees
     the batches an uninterrupted one would."""
-    from ltpll.data.pipeline import PLLBatches, steps_per_epoch, train_dataset
+    from ltpll.data.pipeline import PLLBatches, train_dataset
 
-    labels = data.labels.astype(np.int32)
+    labels = np.asarray(labels).astype(np.int32)
     steps = steps_per_epoch(len(labels), batch_size)
     if tensorflow_available():
-        return train_dataset(data.images, data.candidates, labels, batch_size, seed,
+        return train_dataset(images, candidates, labels, batch_size, seed,
                              epochs=epochs, initial_epoch=initial_epoch), steps
-    return PLLBatches(data.images, data.candidates, labels, batch_size, seed,
+    return PLLBatches(images, candidates, labels, batch_size, seed,
                       initial_epoch=initial_epoch), steps
 
 
@@ -578,8 +579,10 @@ def _fit_into(out, config, data, build, checkpoint_path, callbacks, strategy):
         fit_callbacks += [*callbacks, history, Checkpoint(out, history, prior_log, evaluator,
                                                           clock)]
         if initial_epoch < config.train.epochs:
-            batches, steps = train_batches(data, config.train.batch_size, config.train.seed + 2,
-                                           config.train.epochs, initial_epoch)
+            batches, steps = train_batches(
+                data.images, data.candidates, data.labels, config.train.batch_size,
+                config.train.seed + 2, config.train.epochs, initial_epoch,
+            )
             if config.train.distribute == "multi-worker":
                 # Each worker takes its slice of every global batch (ltpll.distribution).
                 batches = distribution.shard_global_batches(batches)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import FOLDER_CLASSES, PER_CLASS
+from tests.helpers import FOLDER_CLASSES, PER_CLASS, tiny_pll_arrays
 
 
 def pytest_addoption(parser):
@@ -28,13 +28,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def tiny_pll_data():
     """32 random 16x16 images in 4 classes with candidate sets that contain the true label."""
-    rng = np.random.default_rng(0)
-    n, c = 32, 4
-    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
-    labels = rng.integers(0, c, n)
-    candidates = (rng.random((n, c)) < 0.4).astype("float32")
-    candidates[np.arange(n), labels] = 1.0
-    return images, candidates, labels
+    return tiny_pll_arrays()
 
 
 @pytest.fixture(scope="session")

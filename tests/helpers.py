@@ -41,6 +41,17 @@ def tiny_model(images, candidates, rebalancer=None, deterministic=True, seed=1, 
     return model
 
 
+def tiny_pll_arrays(n=32, c=4, rate=0.4, seed=0):
+    """``n`` random 16x16 uint8 images in ``c`` classes, candidate sets (each false label with
+    probability ``rate``) that contain the true label, and the labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, c, n)
+    candidates = (rng.random((n, c)) < rate).astype("float32")
+    candidates[np.arange(n), labels] = 1.0
+    return images, candidates, labels
+
+
 def targets(candidates, labels, index=None):
     index = np.arange(len(candidates)) if index is None else index
     return {

@@ -16,12 +16,9 @@ import json, numpy as np, keras
 from ltpll.models.backbones import build_backbone
 from ltpll.models.pll_model import PLLModel, UpdateStart
 from ltpll.rebalancing import Records
-rng = np.random.default_rng(0)
+from tests.helpers import tiny_pll_arrays
 n, c = 32, 4
-images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
-labels = rng.integers(0, c, n)
-candidates = (rng.random((n, c)) < 0.5).astype("float32")
-candidates[np.arange(n), labels] = 1
+images, candidates, labels = tiny_pll_arrays(n, c, rate=0.5)
 records = Records(0.9)
 model = PLLModel(build_backbone("resnet-small", image_size=16), c, n, image_shape=(16, 16, 3),
                  rebalancer=records, seed=3)

@@ -133,14 +133,9 @@ def test_bad_confidence_dtype_is_rejected(bad):
 
 JAX_FLOAT16 = r"""
 import json, numpy as np, keras
-from tests.helpers import targets, tiny_model
+from tests.helpers import targets, tiny_model, tiny_pll_arrays
 from ltpll.models.pll_model import UpdateStart
-rng = np.random.default_rng(0)
-n, c = 32, 4
-images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
-labels = rng.integers(0, c, n)
-candidates = (rng.random((n, c)) < 0.4).astype("float32")
-candidates[np.arange(n), labels] = 1
+images, candidates, labels = tiny_pll_arrays()
 tables = {}
 for dtype in ("float32", "float16"):
     keras.utils.set_random_seed(0)

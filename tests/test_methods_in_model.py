@@ -88,12 +88,8 @@ def test_methods_mixup_and_oracle_ramp_train_on_jax():
         import keras, numpy as np
         from ltpll.models.pll_model import UpdateStart
         from ltpll.rebalancing import make_rebalancer
-        from tests.helpers import targets, tiny_model
-        rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
-        labels = rng.integers(0, 4, 32)
-        candidates = (rng.random((32, 4)) < 0.4).astype("float32")
-        candidates[np.arange(32), labels] = 1
+        from tests.helpers import targets, tiny_model, tiny_pll_arrays
+        images, candidates, labels = tiny_pll_arrays()
         for method in ("proden", "lw", "cavl", "corr"):
             layer = make_rebalancer("temp-oracle-la", class_counts=[8, 8, 8, 8], ramp_epochs=2)
             model = tiny_model(images, candidates, rebalancer=layer, method=method, mixup=True,

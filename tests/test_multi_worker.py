@@ -94,13 +94,9 @@ TRAIN_SNIPPET = textwrap.dedent(r"""
     from ltpll.distribution import shard_global_batches
     from ltpll.models.pll_model import UpdateStart
     from ltpll.rebalancing import Records
-    from tests.helpers import tiny_model
-    rng = np.random.default_rng(0)
+    from tests.helpers import tiny_model, tiny_pll_arrays
     n, c, batch, epochs = 48, 5, 8, 2
-    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
-    labels = rng.integers(0, c, n)
-    candidates = (rng.random((n, c)) < 0.5).astype("float32")
-    candidates[np.arange(n), labels] = 1
+    images, candidates, labels = tiny_pll_arrays(n, c, rate=0.5)
     keras.utils.set_random_seed(7)
     dataset = train_dataset(images, candidates, labels, batch, seed=5, epochs=epochs)
     if strategy is not None:

@@ -125,8 +125,10 @@ def cell_dir(output, cell):
     return os.path.join(output, CELLS_DIR, cell.name)
 
 
-def _comparable(config_dict):
-    return {k: v for k, v in config_dict.items() if k != "output"}
+def same_settings(config_a, config_b):
+    """True when two ``RunConfig.to_dict()`` payloads differ at most in their output path."""
+    return ({k: v for k, v in config_a.items() if k != "output"}
+            == {k: v for k, v in config_b.items() if k != "output"})
 
 
 def finished_row(cell, run_dir, expected_config=None):
@@ -141,7 +143,7 @@ def finished_row(cell, run_dir, expected_config=None):
     if not (os.path.exists(metrics_path) and os.path.exists(config_path)):
         return None
     config = read_json(config_path)
-    if expected_config is not None and _comparable(config) != _comparable(expected_config):
+    if expected_config is not None and not same_settings(config, expected_config):
         differences = [
             f"{section}.{key}"
             for section in ("data", "model", "train")

@@ -11,7 +11,7 @@ import os
 
 import keras
 
-from ltpll.benchmark.grid import cell_dir, finished_row, prepare_cell_dir
+from ltpll.benchmark.grid import cell_dir, finished_row, prepare_cell_dir, same_settings
 from ltpll.benchmark.report import write_results
 from ltpll.config import RunConfig
 from ltpll.errors import LTPLLError
@@ -72,4 +72,4 @@ def _resumable(run_dir, config):
         saved = RunConfig.from_dict(read_json(os.path.join(run_dir, RUN_FILES["config"])))
     except LTPLLError:  # written by another ltpll version: start over
         return False
-    return {**saved.to_dict(), "output": None} == {**config.to_dict(), "output": None}
+    return same_settings(saved.to_dict(), config.to_dict())

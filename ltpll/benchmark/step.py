@@ -19,7 +19,7 @@ import numpy as np
 from ltpll.models.backbones import build_backbone
 from ltpll.models.pll_model import PLLModel
 from ltpll.rebalancing import make_rebalancer
-from ltpll.training import dtype_policy, tensorflow_available
+from ltpll.training import dtype_policy, tensorflow_available, train_batches
 
 
 def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32",
@@ -44,8 +44,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
                            steps_per_execution, jit_compile)
         bare = _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_compile)
     full.set_candidates(candidates)
-    full_seconds = _time_fit(full, _pll_batches(images, candidates, labels, batch_size, seed),
-                             steps, warmup)
+    batches, _ = train_batches(images, candidates, labels, batch_size, seed, epochs=1)
+    full_seconds = _time_fit(full, batches, steps, warmup)
     pool = 4 * batch_size   # bare views: a pool of prepared float images, cycled
     bare_seconds = _time_fit(bare, _bare_batches(images[:pool], labels[:pool], 2 * batch_size),
                              steps, warmup)
@@ -90,16 +90,6 @@ def _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_comp
         jit_compile=jit_compile, steps_per_execution=steps_per_execution,
     )
     return model
-
-
-def _pll_batches(images, candidates, labels, batch_size, seed):
-    if tensorflow_available():
-        from ltpll.data.pipeline import train_dataset
-
-        return train_dataset(images, candidates, labels, batch_size, seed, epochs=1)
-    from ltpll.data.pipeline import PLLBatches
-
-    return PLLBatches(images, candidates, labels, batch_size, seed)
 
 
 def _bare_batches(images, labels, batch_size):

@@ -52,12 +52,17 @@ class RecordsPrior(Rebalancer):
             name="feature_mean",
         )
 
-    def update(self, features_w, features_s):
-        """Folds the batch's mean feature into ``F`` (call only while training)."""
+    @staticmethod
+    def batch_feature_mean(features_w, features_s):
+        """Mean feature of the batch's two views, without gradient, averaged over replicas."""
         batch_mean = ops.mean(
             ops.cast(ops.stop_gradient(features_w + features_s), "float32") * 0.5, axis=0
         )
-        batch_mean = distribution.all_reduce_mean(batch_mean)
+        return distribution.all_reduce_mean(batch_mean)
+
+    def update(self, features_w, features_s):
+        """Folds the batch's mean feature into ``F`` (call only while training)."""
+        batch_mean = self.batch_feature_mean(features_w, features_s)
         self.feature_mean.assign(
             self.momentum * self.feature_mean + (1.0 - self.momentum) * batch_mean
         )
@@ -107,10 +112,8 @@ class EpochRecordsPrior(RecordsPrior):
         )
 
     def update(self, features_w, features_s):
-        batch_mean = ops.mean(
-            ops.cast(ops.stop_gradient(features_w + features_s), "float32") * 0.5, axis=0
-        )
-        self.feature_sum.assign(self.feature_sum + distribution.all_reduce_mean(batch_mean))
+        batch_mean = self.batch_feature_mean(features_w, features_s)
+        self.feature_sum.assign(self.feature_sum + batch_mean)
         self.batches.assign(self.batches + 1.0)
 
     def finish_epoch(self):
