@@ -11,6 +11,8 @@ METHOD_NAMES = ("corr", "proden", "lw", "cavl")
 REBALANCE_NAMES = (
     "none", "records", "epoch-records", "oracle-la", "oracle-la-posthoc", "temp-oracle-la",
 )
+# The --loss-weighting choices (ltpll.rebalancing.reweighting.LOSS_WEIGHTINGS; a test keeps them equal).
+LOSS_WEIGHTING_NAMES = ("none", "cb", "focal", "ldam", "ldam-drw", "meta")
 
 _SHARED = [
     click.option("--dataset", default="cifar10", show_default=True,
@@ -43,6 +45,34 @@ _SHARED = [
                  help="Add the Mixup term (Beta(4,4), both views and their targets)."),
     click.option("--mixup-weight", type=float, default=1.0, show_default=True,
                  help="Weight of the Mixup term."),
+    click.option("--loss-weighting",
+                 type=click.Choice(LOSS_WEIGHTING_NAMES),
+                 default="none", show_default=True,
+                 help="Per-sample loss weighting: class-balanced, focal, LDAM margins, LDAM + "
+                      "deferred re-weighting, or meta-learned weights on a clean dev set."),
+    click.option("--cb-beta", type=float, default=0.9999, show_default=True,
+                 help="beta of the class-balanced weights (1-beta)/(1-beta^n)."),
+    click.option("--focal-gamma", type=float, default=2.0, show_default=True,
+                 help="gamma of the focal factor (1-p)^gamma."),
+    click.option("--drw-start", type=int, default=None,
+                 help="Epoch ldam-drw switches class-balanced weights on [default: 80% of the "
+                      "run]."),
+    click.option("--meta-start", type=int, default=None,
+                 help="Epoch meta weighting starts, after plain training [default: half the "
+                      "run]."),
+    click.option("--dev-per-class", type=int, default=None,
+                 help="Clean images per class held out of training as the meta dev set "
+                      "[default: 10 with --loss-weighting meta, else 0]."),
+    click.option("--dev-batch", type=int, default=100, show_default=True,
+                 help="Dev images per meta step."),
+    click.option("--oracle-counts", is_flag=True,
+                 help="Weight by the true class counts instead of those estimated from the "
+                      "confidence table."),
+    click.option("--init-from", type=str, default=None, metavar="DIR",
+                 help="Start from the backbone of an `ltpll pretrain` directory."),
+    click.option("--pseudo-labels", type=str, default=None, metavar="FILE",
+                 help="Add the images of an `ltpll pseudo-label` file as single-candidate "
+                      "samples."),
     click.option("--backbone", default="resnet18", show_default=True,
                  help="resnet18, resnet-small (CPU) or tiny."),
     click.option("--epochs", type=int, default=800, show_default=True),
@@ -88,13 +118,18 @@ def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed,
             imbalance_profile=flags["imbalance_profile"], max_per_class=flags["max_per_class"],
             partial_rate=partial_rate, hierarchical=flags["hierarchical"],
             candidates=flags["candidates_file"], image_size=flags["image_size"],
-            strict=flags["strict"],
+            strict=flags["strict"], dev_per_class=_dev_per_class(flags),
+            pseudo_labels=flags["pseudo_labels"],
         ),
         model=ModelConfig(
             backbone=flags["backbone"], method=method, rebalance=rebalance,
             records_momentum=flags["records_momentum"], la_tau=flags["la_tau"],
             la_ramp_epochs=flags["la_ramp_epochs"], lw_beta=flags["lw_beta"],
             mixup=flags["mixup"], mixup_weight=flags["mixup_weight"],
+            loss_weighting=flags["loss_weighting"], cb_beta=flags["cb_beta"],
+            focal_gamma=flags["focal_gamma"], drw_start=flags["drw_start"],
+            meta_start=flags["meta_start"], dev_batch=flags["dev_batch"],
+            oracle_counts=flags["oracle_counts"], init_from=flags["init_from"],
         ),
         train=TrainConfig(
             epochs=flags["epochs"], batch_size=flags["batch_size"], lr=flags["lr"],
@@ -107,3 +142,10 @@ def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed,
         ),
         output=output,
     ).validate()
+
+
+def _dev_per_class(flags):
+    """``--dev-per-class``, defaulting to 10 (the authors' setting) for the meta weighting only."""
+    if flags["dev_per_class"] is not None:
+        return flags["dev_per_class"]
+    return 10 if flags["loss_weighting"] == "meta" else 0

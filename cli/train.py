@@ -93,4 +93,8 @@ def describe(model_config):
     text = model_config.method.upper()
     if model_config.rebalance != "none":
         text += f" + {model_config.rebalance.upper()}"
+    if model_config.loss_weighting != "none":
+        text += f" + {model_config.loss_weighting.upper()} weighting"
+    if model_config.init_from:
+        text += f" from {model_config.init_from}"
     return text + (" (mixup)" if model_config.mixup else "")

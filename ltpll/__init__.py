@@ -6,6 +6,8 @@ The public API, imported lazily so ``import ltpll`` stays cheap and never pulls 
 * :class:`PLLModel` — the Keras model whose training step disambiguates candidate sets;
 * :class:`Records` — the RECORDS callback (dynamic rebalancing by a moving feature mean);
 * :class:`UpdateStart` — switches confidence updates on at a given epoch;
+* :class:`LossWeighting` — class-balanced, focal, LDAM(-DRW) and meta-learned loss weights;
+* :func:`pretrain` — self-supervised rotation pre-training of a backbone;
 * :func:`train`, :func:`evaluate` — the whole jobs behind ``ltpll train`` / ``ltpll evaluate``;
 * :class:`RunConfig` and friends — the run configuration;
 * :class:`LTPLLError` — every user-facing error.
@@ -20,7 +22,9 @@ _EXPORTS = {
     "UpdateStart": "ltpll.models.pll_model",
     "Records": "ltpll.rebalancing.records",
     "RecordsPrior": "ltpll.rebalancing.records",
+    "LossWeighting": "ltpll.rebalancing.reweighting",
     "build_backbone": "ltpll.models.backbones",
+    "pretrain": "ltpll.representation.ssp",
     "train": "ltpll.training",
     "evaluate": "ltpll.training",
     "RunConfig": "ltpll.config",

@@ -40,6 +40,10 @@ class DataConfig:
         candidates: a CSV of the user's own candidate sets (``path,candidates``); overrides q.
         image_size: resize images to this square size; None keeps their size.
         strict: fail on an image file that cannot be decoded instead of skipping it.
+        dev_per_class: images per class held out of training, with their true labels, as the
+            balanced clean dev set of ``--loss-weighting meta`` (0: none).
+        pseudo_labels: an ``ltpll pseudo-label`` file whose images join the training set as
+            extra single-candidate samples.
     """
 
     dataset: str = "cifar10"
@@ -53,6 +57,8 @@ class DataConfig:
     train_split: str = "train"
     test_split: str = "test"
     strict: bool = False
+    dev_per_class: int = 0
+    pseudo_labels: str | None = None
 
     def validate(self):
         if self.imbalance_ratio is not None and self.imbalance_ratio < 1:
@@ -67,6 +73,8 @@ class DataConfig:
             raise LTPLLError(f"--max-per-class must be >= 1; received {self.max_per_class}")
         if self.image_size is not None and self.image_size < 8:
             raise LTPLLError(f"--image-size must be >= 8; received {self.image_size}")
+        if self.dev_per_class < 0:
+            raise LTPLLError(f"--dev-per-class must be >= 0; received {self.dev_per_class}")
 
 
 @dataclass
@@ -85,6 +93,18 @@ class ModelConfig:
         lw_beta: weight of LW's non-candidate term.
         mixup: add the Mixup term to the method's loss.
         mixup_weight: weight of the Mixup term.
+        loss_weighting: per-sample loss weighting (``none``, ``cb``, ``focal``, ``ldam``,
+            ``ldam-drw``, ``meta``; :mod:`ltpll.rebalancing.reweighting`).
+        cb_beta: beta of the class-balanced weights.
+        focal_gamma: gamma of the focal factor.
+        drw_start: epoch from which ``ldam-drw`` applies class-balanced weights (None: after 80%
+            of the epochs).
+        meta_start: epoch from which ``meta`` learns example weights; plain training before
+            (None: half the run).
+        dev_batch: dev images per meta step.
+        oracle_counts: weight by the true class counts instead of the ones estimated from the
+            confidence table.
+        init_from: an ``ltpll pretrain`` directory whose backbone weights the run starts from.
     """
 
     backbone: str = "resnet18"
@@ -96,6 +116,14 @@ class ModelConfig:
     lw_beta: float = 1.0
     mixup: bool = False
     mixup_weight: float = 1.0
+    loss_weighting: str = "none"
+    cb_beta: float = 0.9999
+    focal_gamma: float = 2.0
+    drw_start: int | None = None
+    meta_start: int | None = None
+    dev_batch: int = 100
+    oracle_counts: bool = False
+    init_from: str | None = None
 
     @property
     def records(self):
@@ -137,6 +165,22 @@ class ModelConfig:
             raise LTPLLError(f"--lw-beta must be >= 0; received {self.lw_beta}")
         if self.mixup_weight < 0:
             raise LTPLLError(f"--mixup-weight must be >= 0; received {self.mixup_weight}")
+        from ltpll.rebalancing.reweighting import validate_weighting
+
+        validate_weighting(self.loss_weighting, self.cb_beta, self.focal_gamma)
+        for flag, value in (("--drw-start", self.drw_start), ("--meta-start", self.meta_start)):
+            if value is not None and value < 0:
+                raise LTPLLError(f"{flag} must be >= 0; received {value}")
+        if self.dev_batch < 1:
+            raise LTPLLError(f"--dev-batch must be >= 1; received {self.dev_batch}")
+
+    def weighting_start(self, epochs):
+        """The epoch a deferred weighting starts (``ldam-drw``, ``meta``); 0 for the others."""
+        if self.loss_weighting == "ldam-drw":
+            return self.drw_start if self.drw_start is not None else int(0.8 * epochs)
+        if self.loss_weighting == "meta":
+            return self.meta_start if self.meta_start is not None else epochs // 2
+        return 0
 
 
 @dataclass
@@ -223,6 +267,13 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        if self.model.loss_weighting == "meta":
+            if self.data.dev_per_class < 1:
+                raise LTPLLError("--loss-weighting meta needs a clean dev set: --dev-per-class "
+                                 "must be >= 1")
+            if self.train.distribute != "none":
+                raise LTPLLError("--loss-weighting meta runs on one device; it does not support "
+                                 f"--distribute {self.train.distribute}")
         return self
 
     def to_dict(self):

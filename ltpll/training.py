@@ -33,6 +33,7 @@ from ltpll.checkpoint import (
 from ltpll.config import RunConfig
 from ltpll.data import candidates as candidate_sets
 from ltpll.data import longtail
+from ltpll.data.devset import hold_out_dev
 from ltpll.data.pipeline import steps_per_epoch
 from ltpll.data.sources import load_split
 from ltpll.errors import LTPLLError
@@ -40,6 +41,12 @@ from ltpll.fileio import atomic_path, read_json, write_json
 from ltpll.models.backbones import build_backbone
 from ltpll.models.pll_model import PLLModel, UpdateStart
 from ltpll.rebalancing import PriorLog, make_rebalancer
+from ltpll.rebalancing.reweighting import (
+    EstimateClassCounts,
+    LossWeighting,
+    WeightingStart,
+    estimated_class_counts,
+)
 
 # What a finished run directory holds.
 RUN_FILES = {
@@ -73,6 +80,17 @@ class TrainingData:
     class_counts: np.ndarray    # [C] training images per class (true labels)
     test_images: np.ndarray
     test_labels: np.ndarray
+    # Indices into the training split of the images trained on (-1 for pseudo-labelled extras),
+    # and of the split's images used neither for training nor as the dev set (the offline
+    # unlabeled pool of `ltpll pseudo-label`).
+    source_index: np.ndarray = None
+    unused_index: np.ndarray = None
+    # The held-out balanced dev set (``--dev-per-class``), with true labels; empty without one.
+    dev_images: np.ndarray = None
+    dev_labels: np.ndarray = None
+    # How many of the training samples (the first ones) carry candidate sets; the rest are
+    # pseudo-labelled extras.
+    num_labelled: int = None
 
     @property
     def num_classes(self):
@@ -122,6 +140,12 @@ def prepare_data(data_config, seed, log=print):
         )
         order = longtail.shuffled_class_order(num_classes, seed) if data_config.hierarchical else None
         keep = longtail.longtail_indices(train.labels, counts, seed, class_order=order)
+    dev_index = np.zeros(0, dtype=np.int64)
+    if data_config.dev_per_class:
+        dev_index, keep = hold_out_dev(train.labels, keep, data_config.dev_per_class,
+                                       num_classes, seed, class_names=train.class_names)
+        log(f"dev set: {len(dev_index)} images ({data_config.dev_per_class} per class) held out "
+            "of training")
 
     labels = train.labels[keep]
     if user_candidates is not None:
@@ -144,7 +168,9 @@ def prepare_data(data_config, seed, log=print):
     log(f"training set: {len(keep)} images in {num_classes} classes; per-class counts "
         f"{class_counts.tolist()}")
     log(f"candidate sets: mean size {stats['mean_size']:.3f}")
-    return TrainingData(
+    unused = np.ones(len(train.labels), dtype=bool)
+    unused[keep] = unused[dev_index] = False
+    data = TrainingData(
         images=train.images[keep],
         candidates=candidates.astype(np.float32),
         labels=labels,
@@ -153,6 +179,36 @@ def prepare_data(data_config, seed, log=print):
         class_counts=class_counts,
         test_images=test.images,
         test_labels=test.labels,
+        source_index=keep,
+        unused_index=np.flatnonzero(unused),
+        dev_images=train.images[dev_index],
+        dev_labels=train.labels[dev_index],
+        num_labelled=len(keep),
+    )
+    if data_config.pseudo_labels:
+        data = _with_pseudo_labels(data, data_config.pseudo_labels, log)
+    return data
+
+
+def _with_pseudo_labels(data, path, log):
+    """Appends the images of an ``ltpll pseudo-label`` file as single-candidate samples.
+
+    Their hidden label is -1 (unknown): training accuracy and the class counts (which define
+    Many/Medium/Few and the oracle baselines) stay those of the labelled set.
+    """
+    from ltpll.representation.pseudo_label import load_pseudo_labels
+
+    images, labels, paths = load_pseudo_labels(path, data.class_names, data.images.shape[1:])
+    log(f"pseudo-labels: {len(labels)} extra single-candidate images from {path}; per class "
+        f"{np.bincount(labels, minlength=data.num_classes).tolist()}")
+    one_hot = np.eye(data.num_classes, dtype=np.float32)[labels]
+    return dataclasses.replace(
+        data,
+        images=np.concatenate([data.images, images]),
+        candidates=np.concatenate([data.candidates, one_hot]),
+        labels=np.concatenate([data.labels, np.full(len(labels), -1, dtype=data.labels.dtype)]),
+        paths=data.paths + [f"pseudo:{p}" for p in paths],
+        source_index=np.concatenate([data.source_index, np.full(len(labels), -1)]),
     )
 
 
@@ -236,10 +292,43 @@ def dtype_policy(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def build_weighting(config, data):
+    """The LossWeighting layer a run's ``--loss-weighting`` asks for."""
+    model_config = config.model
+    return LossWeighting(
+        model_config.loss_weighting, num_classes=data.num_classes, cb_beta=model_config.cb_beta,
+        focal_gamma=model_config.focal_gamma,
+        oracle_counts=data.class_counts.tolist() if model_config.oracle_counts else None,
+        dev_size=len(data.dev_labels), image_shape=data.images.shape[1:],
+        dev_batch=model_config.dev_batch, seed=config.train.seed + 3, name="loss_weighting",
+    )
+
+
+def initial_backbone(model_config, image_size):
+    """The run's backbone: freshly initialised, or loaded from ``--init-from DIR``."""
+    backbone = build_backbone(model_config.backbone, image_size=image_size)
+    if model_config.init_from:
+        from ltpll.representation.ssp import load_pretrained_backbone
+
+        load_pretrained_backbone(backbone, model_config.init_from, model_config.backbone,
+                                 image_size)
+    return backbone
+
+
+def weighting_callbacks(config):
+    """What moves the loss weighting during fit: per-epoch class-count estimates, the start."""
+    if config.model.loss_weighting == "none":
+        return []
+    return [EstimateClassCounts(),
+            WeightingStart(config.model.weighting_start(config.train.epochs))]
+
+
 def _build_model(config, data, mean, std):
     rebalancer = build_rebalancer(config.model, data.class_counts, config.train.epochs)
+    weighting = build_weighting(config, data)
+    backbone = initial_backbone(config.model, int(data.images.shape[1]))
     model = PLLModel(
-        build_backbone(config.model.backbone, image_size=data.images.shape[1]),
+        backbone,
         num_classes=data.num_classes,
         num_samples=len(data.labels),
         image_shape=data.images.shape[1:],
@@ -252,8 +341,12 @@ def _build_model(config, data, mean, std):
         mixup=config.model.mixup,
         mixup_weight=config.model.mixup_weight,
         confidence_dtype=config.train.confidence_dtype,
+        weighting=weighting,
+        head="cosine" if weighting.uses_margins else "linear",
     )
     model.set_candidates(data.candidates)
+    if weighting.is_meta:
+        weighting.set_dev(data.dev_images, data.dev_labels)
     steps = steps_per_epoch(len(data.labels), config.train.batch_size)
     learning_rate = config.train.lr
     if config.train.cosine:
@@ -463,6 +556,8 @@ def train(config, callbacks=(), log=print):
             f"({len(data.labels)} images)"
         )
     mean, std = channel_statistics(data.images)
+    if config.model.init_from:  # a bad --init-from fails here, before the run directory exists
+        initial_backbone(config.model, int(data.images.shape[1]))
     if not chief:  # the chief writes the run directory; this worker only trains along
         return _fit(config, data, lambda: build_model(config, data, mean, std)[0], None,
                     callbacks, strategy)
@@ -569,6 +664,7 @@ def _fit_into(out, config, data, build, checkpoint_path, callbacks, strategy):
             StopOnNaN(out),
             UpdateStart(config.train.update_start),
             *model.rebalancer.callbacks(),
+            *weighting_callbacks(config),
             prior_log,
             evaluator,
         ]
@@ -605,6 +701,9 @@ def _fit_into(out, config, data, build, checkpoint_path, callbacks, strategy):
     final["class_names"] = data.class_names
     final["estimated_prior"] = model.estimated_prior().tolist()
     final["prior_l2"] = metric_fns.prior_distance(final["estimated_prior"], data.class_counts)
+    if model.weighting.kind != "none":
+        final["class_weights"] = keras.ops.convert_to_numpy(model.weighting.class_weights).tolist()
+        final["estimated_class_counts"] = estimated_class_counts(model.confidence).tolist()
     write_json(os.path.join(out, RUN_FILES["metrics"]), final)
     remove_checkpoints(out)
     return model, final

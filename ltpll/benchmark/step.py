@@ -19,12 +19,13 @@ import numpy as np
 from ltpll.models.backbones import build_backbone
 from ltpll.models.pll_model import PLLModel
 from ltpll.rebalancing import make_rebalancer
+from ltpll.rebalancing.reweighting import LossWeighting
 from ltpll.training import dtype_policy, tensorflow_available, train_batches
 
 
 def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32",
                method="corr", rebalance="records", image_size=32, num_classes=10,
-               steps_per_execution=1, warmup=3, seed=0, jit_compile=True):
+               steps_per_execution=1, warmup=3, seed=0, jit_compile=True, loss_weighting="none"):
     """Times the full PLL training step and the bare backbone step.
 
     Returns:
@@ -41,7 +42,7 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
 
     with dtype_policy(precision):
         full = _full_model(backbone, image_size, num_classes, samples, method, rebalance, seed,
-                           steps_per_execution, jit_compile)
+                           steps_per_execution, jit_compile, loss_weighting)
         bare = _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_compile)
     full.set_candidates(candidates)
     batches, _ = train_batches(images, candidates, labels, batch_size, seed, epochs=1)
@@ -52,7 +53,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
     views_per_step = 2 * batch_size
     result = {
         "backbone": backbone, "batch_size": batch_size, "steps": steps, "precision": precision,
-        "method": method, "rebalance": rebalance, "image_size": image_size,
+        "method": method, "rebalance": rebalance, "loss_weighting": loss_weighting,
+        "image_size": image_size,
         "steps_per_execution": steps_per_execution, "jit_compile": jit_compile,
         "backend": keras.backend.backend(),
         "devices": _devices(),
@@ -66,16 +68,29 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
 
 
 def _full_model(backbone, image_size, num_classes, samples, method, rebalance, seed,
-                steps_per_execution, jit_compile=True):
+                steps_per_execution, jit_compile=True, loss_weighting="none"):
+    """The PLL model with every switch on: updates, and the weighting active from step one
+    (``meta`` with a dev set of 10 random images per class, so its full cost is timed)."""
+    shape = (image_size, image_size, 3)
+    dev_size = 10 * num_classes if loss_weighting == "meta" else 0
+    weighting = LossWeighting(loss_weighting, num_classes=num_classes, dev_size=dev_size,
+                              image_shape=shape, seed=seed)
     model = PLLModel(
         build_backbone(backbone, image_size=image_size), num_classes=num_classes,
         num_samples=samples, image_shape=(image_size, image_size, 3), method=method,
         rebalancer=make_rebalancer(rebalance, class_counts=np.ones(num_classes)),
-        weight_decay=5e-4, seed=seed,
+        weight_decay=5e-4, seed=seed, weighting=weighting,
+        head="cosine" if weighting.uses_margins else "linear",
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile,
                   steps_per_execution=steps_per_execution)
     model.update_enabled.assign(1.0)
+    weighting.active.assign(1.0)
+    if weighting.is_meta:
+        rng = np.random.default_rng(seed + 1)
+        weighting.set_dev(rng.integers(0, 256, (dev_size, *shape), dtype=np.uint8),
+                          np.arange(dev_size) % num_classes)
+        weighting.constant_lr.assign(0.01)
     return model
 
 

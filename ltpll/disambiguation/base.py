@@ -8,6 +8,10 @@ two things:
 * ``update``: the new confidence rows, from the (debiased) logits of the view(s), restricted to
   each sample's original candidate set.
 
+``loss`` is the batch mean of ``example_losses``, each sample's own loss: the loss weightings
+(class-balanced, focal, LDAM-DRW, meta-learned; :mod:`ltpll.rebalancing.reweighting`) weight those
+per sample, so every weighting composes with every method.
+
 Methods declare how many augmented views they use (``views``: CORR uses a weak and a strong view,
 PRODEN, LW and CAVL one); the model then skips the strong view's forward pass for one-view
 methods, and passes ``None`` for the strong view's logits.
@@ -29,7 +33,11 @@ class DisambiguationMethod:
     views = 2
 
     def loss(self, logits_w, logits_s, targets, candidates):
-        """Scalar training loss, averaged over the batch.
+        """Scalar training loss: the batch mean of :meth:`example_losses`."""
+        return ops.mean(self.example_losses(logits_w, logits_s, targets, candidates))
+
+    def example_losses(self, logits_w, logits_s, targets, candidates):
+        """``[B]`` training loss of each sample.
 
         Args:
             logits_w: ``[B, C]`` float32 logits of the weakly augmented view.
@@ -67,6 +75,5 @@ def normalise_over_candidates(log_scores, candidates):
 
 
 def cross_entropy_to_targets(logits, targets):
-    """``-sum_j target_j log softmax(logits)_j``, averaged over the batch."""
-    log_probs = ops.log_softmax(logits, axis=-1)
-    return -ops.sum(targets * log_probs) / ops.cast(ops.shape(logits)[0], logits.dtype)
+    """``[B]`` cross-entropies ``-sum_j target_j log softmax(logits)_j``."""
+    return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)

@@ -28,7 +28,7 @@ class CAVL(DisambiguationMethod):
     name = "cavl"
     views = 1
 
-    def loss(self, logits_w, logits_s, targets, candidates):
+    def example_losses(self, logits_w, logits_s, targets, candidates):
         return cross_entropy_to_targets(logits_w, targets)
 
     def update(self, logits_w, logits_s, candidates):

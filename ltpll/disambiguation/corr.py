@@ -6,7 +6,7 @@ Loss, for each of the two views v in {weak, strong}:
   that are not candidates, and
 * ``KL(target || p_v)``, pulling each view towards the shared confidence target;
 
-both averaged over the batch. Update: ``sqrt(p_w * p_s)`` restricted to the candidate set and
+summed over the two views for each sample. Update: ``sqrt(p_w * p_s)`` restricted to the candidate set and
 renormalised (the geometric mean of the two views' beliefs).
 """
 
@@ -21,17 +21,17 @@ class CORR(DisambiguationMethod):
     name = "corr"
     views = 2
 
-    def loss(self, logits_w, logits_s, targets, candidates):
-        batch = ops.cast(ops.shape(logits_w)[0], "float32")
+    def example_losses(self, logits_w, logits_s, targets, candidates):
         non_candidates = 1.0 - candidates
         total = 0.0
         for logits in (logits_w, logits_s):
             probs = ops.softmax(logits, axis=-1)
             log_probs = ops.log_softmax(logits, axis=-1)
-            negative = -ops.sum(non_candidates * ops.log(ops.abs(1.0 - probs) + _EPS))
+            negative = -ops.sum(non_candidates * ops.log(ops.abs(1.0 - probs) + _EPS), axis=-1)
             safe_targets = ops.where(targets > 0, targets, ops.ones_like(targets))
-            kl = ops.sum(ops.where(targets > 0, targets * (ops.log(safe_targets) - log_probs), 0.0))
-            total = total + (negative + kl) / batch
+            kl = ops.sum(ops.where(targets > 0, targets * (ops.log(safe_targets) - log_probs), 0.0),
+                         axis=-1)
+            total = total + negative + kl
         return total
 
     def update(self, logits_w, logits_s, candidates):

@@ -10,7 +10,7 @@ the authors' code, ``psi`` is the sigmoid loss, ``psi(z) = sigmoid(-z)``:
   logits down, weighted by ``u``, the model's current softmax restricted to the non-candidates and
   renormalised over them, so the non-candidates the model still believes in are pushed hardest.
 
-Both are summed over classes and averaged over the batch. ``beta`` (the paper's leverage
+Both are summed over classes for each sample. ``beta`` (the paper's leverage
 parameter, ``--lw-beta``) trades the two off; ``beta = 0`` drops the non-candidate term.
 
 Departure from the reference code: the authors store ``u`` in the confidence table next to ``w``.
@@ -41,17 +41,16 @@ class LW(DisambiguationMethod):
             raise LTPLLError(f"--lw-beta must be >= 0; received {beta}")
         self.beta = value
 
-    def loss(self, logits_w, logits_s, targets, candidates):
-        batch = ops.cast(ops.shape(logits_w)[0], "float32")
+    def example_losses(self, logits_w, logits_s, targets, candidates):
         non_candidates = 1.0 - candidates
         # normalise_over_candidates gives an all-zero row when there is no non-candidate, so the
         # all-candidates case needs no division guard (and yields no NaN).
         weights = normalise_over_candidates(
             ops.log_softmax(ops.stop_gradient(logits_w), axis=-1), non_candidates
         )
-        candidate_term = ops.sum(targets * ops.sigmoid(-logits_w))
-        non_candidate_term = ops.sum(weights * ops.sigmoid(logits_w))
-        return (candidate_term + self.beta * non_candidate_term) / batch
+        candidate_term = ops.sum(targets * ops.sigmoid(-logits_w), axis=-1)
+        non_candidate_term = ops.sum(weights * ops.sigmoid(logits_w), axis=-1)
+        return candidate_term + self.beta * non_candidate_term
 
     def update(self, logits_w, logits_s, candidates):
         return normalise_over_candidates(ops.log_softmax(logits_w, axis=-1), candidates)

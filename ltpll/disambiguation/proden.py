@@ -4,7 +4,7 @@
 confidence row over its candidate set S, starting uniform; training alternates between
 
 * loss: cross-entropy of the (weak view's) softmax to the confidence row,
-  ``-sum_j target_j log p_j``, averaged over the batch, and
+  ``-sum_j target_j log p_j``, per sample, and
 * update: the model's own softmax restricted to S and renormalised, so the confidence
   progressively concentrates on the candidate the model believes most.
 
@@ -24,7 +24,7 @@ class PRODEN(DisambiguationMethod):
     name = "proden"
     views = 1
 
-    def loss(self, logits_w, logits_s, targets, candidates):
+    def example_losses(self, logits_w, logits_s, targets, candidates):
         return cross_entropy_to_targets(logits_w, targets)
 
     def update(self, logits_w, logits_s, candidates):

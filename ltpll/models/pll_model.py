@@ -8,8 +8,9 @@ One training step, all inside the compiled function (XLA on TensorFlow, ``jit`` 
 2. ``compute_loss`` reads the batch's confidence rows from the table (a non-trainable ``N x C``
    variable, like BatchNormalization's moving statistics, stored in float32 or float16 and read
    into float32), computes the method's loss (CORR by default), folds the features into the
-   rebalancer's state (RECORDS: the moving feature mean), and writes the method's new confidence
-   rows back (cast to the table's dtype), computed from debiased logits
+   rebalancer's state (RECORDS: the moving feature mean), weights each sample's loss by the loss
+   weighting (class-balanced, focal, LDAM margins, meta-learned offsets), and writes the method's
+   new confidence rows back (cast to the table's dtype), computed from debiased logits
    ``logits - log prior`` restricted to each sample's *original* candidate set.
 
 Prediction is debiased in ``call(training=False)``, so ``predict``, ``evaluate`` and exported
@@ -29,8 +30,11 @@ from ltpll.config import CONFIDENCE_DTYPES
 from ltpll.disambiguation import get_method
 from ltpll.errors import LTPLLError
 from ltpll.models.augment import StrongAugment, WeakAugment
+from ltpll.models.heads import build_head
 from ltpll.rebalancing.base import NoRebalancing
+from ltpll.rebalancing.meta_weights import meta_offsets
 from ltpll.rebalancing.records import Records, RecordsPrior
+from ltpll.rebalancing.reweighting import LossWeighting
 
 # Per-channel statistics of CIFAR-10's training images; train() replaces them with the statistics
 # of the user's own training set.
@@ -90,6 +94,12 @@ class PLLModel(keras.Model):
             ``"float16"`` (``--confidence-dtype``; half the memory, see the README's Scaling
             section). Rows are always read into float32 for the arithmetic; a float16 row is
             renormalised over its candidates after the read, and written back rounded.
+        weighting: a :class:`~ltpll.rebalancing.reweighting.LossWeighting` (per-sample loss
+            weights and LDAM margins, ``--loss-weighting``); None weighs every sample 1. Pass
+            ``EstimateClassCounts()`` and ``WeightingStart(epoch)`` from that module to ``fit``
+            (``ltpll.training.weighting_callbacks`` builds them from a config). The Mixup term
+            is weighted by the class weights but not by the meta-learned offsets.
+        head: ``"linear"`` (Dense) or ``"cosine"`` (scaled cosine classifier, for LDAM).
         mean, std: per-channel normalisation applied after augmentation, in [0, 1] units.
         weight_decay: coupled L2 coefficient added to the loss (PyTorch SGD's weight_decay).
         seed: seed of the augmentation layers.
@@ -126,6 +136,8 @@ class PLLModel(keras.Model):
         mixup=False,
         mixup_weight=1.0,
         confidence_dtype="float32",
+        weighting=None,
+        head="linear",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -140,6 +152,8 @@ class PLLModel(keras.Model):
             raise LTPLLError(f"weight decay must be >= 0; received {weight_decay}")
         if mixup_weight < 0:
             raise LTPLLError(f"--mixup-weight must be >= 0; received {mixup_weight}")
+        if head not in ("linear", "cosine"):
+            raise LTPLLError(f"head must be linear or cosine; received {head!r}")
         if not isinstance(confidence_dtype, str) or confidence_dtype not in CONFIDENCE_DTYPES:
             raise LTPLLError(
                 f"--confidence-dtype must be one of {', '.join(CONFIDENCE_DTYPES)}; "
@@ -158,10 +172,13 @@ class PLLModel(keras.Model):
         self.mixup = bool(mixup)
         self.mixup_weight = float(mixup_weight)
         self.confidence_dtype = confidence_dtype
+        self.head_kind = head
 
         # === Layers ===
         self.backbone = backbone
-        self.head = keras.layers.Dense(self.num_classes, name="head")
+        self.weighting = weighting if weighting is not None else LossWeighting(
+            "none", num_classes=self.num_classes, name="loss_weighting")
+        self.head = build_head(head, self.num_classes, scale=self.weighting.scale)
         self.weak_augment = weak_augment or WeakAugment(seed=seed, name="weak_augment")
         self.strong_augment = strong_augment or StrongAugment(
             seed=None if seed is None else seed + 1, name="strong_augment"
@@ -250,6 +267,8 @@ class PLLModel(keras.Model):
             views.append(self.strong_augment(images))
         views = [self._normalise(v) for v in views]
         outputs = {}
+        if self.weighting.is_meta:  # the meta step runs the plain views again, virtually
+            outputs["views"] = ops.concatenate(views, axis=0)
         if self.mixup:
             batch = ops.shape(images)[0]
             draw = _beta_4_4(self.mixup_seed)
@@ -285,7 +304,19 @@ class PLLModel(keras.Model):
         candidates = ops.cast(y["candidates"], "float32")
         index = ops.cast(ops.reshape(y["index"], (-1,)), "int32")
         stored, targets = self._read_rows(index)
-        loss = self.method.loss(y_pred["logits_w"], y_pred.get("logits_s"), targets, candidates)
+        offsets = None
+        if self.weighting.is_meta:
+            # Random draws advance a seed variable: outside the cond, whose branches must not
+            # write state (JAX traces them as separate functions).
+            dev_index = self.weighting.dev_batch_indices()
+            offsets = ops.cond(
+                self.weighting.active > 0,
+                lambda: self._meta_offsets(y_pred["views"], targets, candidates, dev_index),
+                lambda: ops.zeros_like(targets[:, 0]),
+            )
+        loss = self._weighted_loss(
+            y_pred["logits_w"], y_pred.get("logits_s"), targets, candidates, offsets
+        )
         if self.mixup:
             loss = loss + self.mixup_weight * self.update_enabled * self._mixup_loss(
                 y_pred, targets, candidates
@@ -297,7 +328,61 @@ class PLLModel(keras.Model):
             )
         if training:
             self._update_state(y_pred, stored, candidates, index)
+            if self.weighting.is_meta:
+                self.weighting.steps.assign(self.weighting.steps + 1.0)
         return distribution.scale_loss(loss)
+
+    def _weighted_loss(self, logits_w, logits_s, targets, candidates, offsets=None):
+        """The batch mean of the method's per-sample losses, weighted by the loss weighting
+        (plus the meta-learned ``offsets``), on logits with the weighting's margins."""
+        losses = self._example_losses(logits_w, logits_s, targets, candidates)
+        weights = self.weighting.example_weights(targets, logits_w)
+        if offsets is not None:
+            weights = weights + offsets
+        return ops.mean(weights * losses)
+
+    def _example_losses(self, logits_w, logits_s, targets, candidates):
+        margin = self.weighting.margin_logits
+        return self.method.example_losses(
+            margin(logits_w, targets), None if logits_s is None else margin(logits_s, targets),
+            targets, candidates,
+        )
+
+    def _meta_offsets(self, views, targets, candidates, dev_index):
+        """This step's meta-learned weight offsets (:mod:`ltpll.rebalancing.meta_weights`):
+        a virtual SGD step on the weighted loss of the batch's plain views, judged on a dev
+        batch, with backbone and head run statelessly on the virtual parameters."""
+        weighting = self.weighting
+        layers = (self.backbone, self.head)
+        params = [v.value for layer in layers for v in layer.trainable_variables]
+        frozen = [[v.value for v in layer.non_trainable_variables] for layer in layers]
+        split = len(self.backbone.trainable_variables)
+
+        def logits_of(theta, images):
+            features, _ = self.backbone.stateless_call(theta[:split], frozen[0], images,
+                                                       training=True)
+            logits, _ = self.head.stateless_call(theta[split:], frozen[1], features)
+            return ops.cast(logits, "float32")
+
+        base_weights = ops.stop_gradient(weighting.example_weights(targets, None))
+        method_views = self.method.views
+
+        def train_loss(theta, eps):
+            logits = ops.split(logits_of(theta, views), method_views, axis=0)
+            losses = self._example_losses(
+                logits[0], logits[1] if method_views == 2 else None, targets, candidates)
+            return ops.sum((base_weights + eps) * losses)
+
+        dev_images = self._normalise(ops.take(weighting.dev_images, dev_index, axis=0) / 255.0)
+        dev_labels = ops.take(weighting.dev_labels, dev_index, axis=0)
+
+        def dev_loss(theta):
+            return ops.mean(keras.losses.sparse_categorical_crossentropy(
+                dev_labels, logits_of(theta, dev_images), from_logits=True))
+
+        learning_rate = weighting.learning_rate(self.optimizer)
+        return meta_offsets(train_loss, dev_loss, params, ops.shape(targets)[0], learning_rate,
+                            weighting.meta_step)
 
     def _read_rows(self, index):
         """The batch's confidence rows: ``(stored, targets)``, both float32 ``[B, C]``.
@@ -322,7 +407,7 @@ class PLLModel(keras.Model):
         mix_lambda, perm = y_pred["mix_lambda"], y_pred["mix_perm"]
         mixed_targets = mix_lambda * targets + (1.0 - mix_lambda) * ops.take(targets, perm, axis=0)
         mixed_candidates = ops.maximum(candidates, ops.take(candidates, perm, axis=0))
-        return self.method.loss(
+        return self._weighted_loss(
             y_pred["logits_w_mix"], y_pred.get("logits_s_mix"), mixed_targets, mixed_candidates
         )
 
@@ -379,13 +464,15 @@ class PLLModel(keras.Model):
             "mixup": self.mixup,
             "mixup_weight": self.mixup_weight,
             "confidence_dtype": self.confidence_dtype,
+            "weighting": keras.saving.serialize_keras_object(self.weighting),
+            "head": self.head_kind,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        for key in ("rebalancer", "weak_augment", "strong_augment"):
+        for key in ("rebalancer", "weak_augment", "strong_augment", "weighting"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
