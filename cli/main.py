@@ -12,6 +12,8 @@ from cli.benchmark import benchmark
 from cli.evaluate import evaluate
 from cli.export import export
 from cli.predict import predict
+from cli.pretrain import pretrain
+from cli.pseudo_label import pseudo_label
 from cli.train import train
 
 
@@ -22,7 +24,7 @@ def main(ctx):
     ctx.obj = App()
 
 
-for command in (train, evaluate, export, predict, benchmark, bench_step):
+for command in (train, pretrain, evaluate, export, predict, pseudo_label, benchmark, bench_step):
     main.add_command(command)
 
 

@@ -113,6 +113,20 @@ CASES = {
     "export of an unfinished run": (_export_unfinished, "not a finished"),
     "resume a missing run": (lambda f, t: ["train", "--resume", str(t / "none")],
                              "no ltpll run"),
+    "cb beta of 1": (lambda f, t: ["train", "--dataset", f, *FAST, "--loss-weighting", "cb",
+                                   "--cb-beta", "1"], "--cb-beta must be in [0, 1)"),
+    "meta without a dev set": (
+        lambda f, t: ["train", "--dataset", f, *FAST, "--loss-weighting", "meta",
+                      "--dev-per-class", "0"], "needs a clean dev set"),
+    "dev set larger than a class": (
+        lambda f, t: ["train", "--dataset", f, *FAST, "--loss-weighting", "meta",
+                      "--dev-per-class", "20"], "too few to hold 20 out"),
+    "missing pretrain directory": (
+        lambda f, t: ["train", "--dataset", f, *FAST, "--init-from", str(t / "nossp")],
+        "does not exist"),
+    "missing pseudo-label file": (
+        lambda f, t: ["train", "--dataset", f, *FAST, "--pseudo-labels", str(t / "no.npz")],
+        "no.npz"),
 }
 
 

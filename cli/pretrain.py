@@ -1,0 +1,84 @@
+"""``ltpll pretrain``: self-supervised rotation pre-training of a backbone (SSP).
+
+The result directory is what ``ltpll train --init-from DIR`` starts from. The pre-training uses
+the long-tailed training subset that ``ltpll train`` makes, so the flags that decide the subset
+(``--dataset``, ``--imbalance-ratio``, ``--imbalance-profile``, ``--max-per-class``,
+``--hierarchical``, ``--image-size``, ``--strict`` and ``--seed``) must be the same in both.
+"""
+
+import click
+
+from cli.app import pass_app, quiet_tensorflow, user_errors
+
+
+@click.command()
+@click.option("--dataset", default="cifar10", show_default=True,
+              help="cifar10, cifar100, sample (the bundled demo), an image folder "
+                   "(<split>/<class>/<image>) or a .tar.gz of one.")
+@click.option("--imbalance-ratio", type=float, default=None,
+              help="rho of the long-tailed subset, as in `ltpll train` (pass the same value). "
+                   "Default: keep the training split as it is.")
+@click.option("--imbalance-profile", type=click.Choice(["exp", "step"]), default="exp",
+              show_default=True)
+@click.option("--max-per-class", type=int, default=None,
+              help="n_max of the long-tailed subset (default: the largest class).")
+@click.option("--hierarchical", is_flag=True,
+              help="The subset of a --hierarchical training run (its class order differs).")
+@click.option("--image-size", type=int, default=None,
+              help="Resize images to this square size (rotation needs square images).")
+@click.option("--strict", is_flag=True,
+              help="Fail on an image file that cannot be decoded (default: skip it).")
+@click.option("--backbone", default="resnet18", show_default=True,
+              help="resnet18, resnet-small (CPU) or tiny; train with the same one.")
+@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Images per step; each is seen rotated 4 ways, so the backbone sees 4x.")
+@click.option("--lr", type=float, default=0.1, show_default=True,
+              help="Initial SGD learning rate (momentum 0.9, cosine decay); RotNet's 0.1.")
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True,
+              help="Coupled L2, as PyTorch SGD's weight_decay (RotNet's 5e-4).")
+@click.option("--seed", type=int, default=123, show_default=True,
+              help="Also picks the long-tailed subset: use the seed of the training run.")
+@click.option("--jit/--no-jit", "jit_compile", default=True, show_default=True,
+              help="XLA-compile the step (TensorFlow). --no-jit is faster on CPUs.")
+@click.option("--output", required=True, metavar="DIR",
+              help="New directory for backbone.weights.h5 and pretrain.json.")
+@pass_app
+@user_errors
+def pretrain(app, **flags):
+    """Pre-train a backbone by predicting image rotations (self-supervised, no labels).
+
+    Yang & Xu (NeurIPS 2020) found that this pre-training on the training images lifts every
+    long-tail method. Pass the same --dataset, --imbalance-ratio, --max-per-class, --seed (and
+    --imbalance-profile, --hierarchical, --image-size) as the later `ltpll train`, so both see
+    the same long-tailed subset; then train with `ltpll train --init-from DIR`.
+    """
+    quiet_tensorflow()
+    from rich.markup import escape
+
+    from ltpll.config import DataConfig
+    from ltpll.reporting import RichProgress
+    from ltpll.representation.ssp import pretrain as run_pretraining
+
+    data = DataConfig(
+        dataset=flags["dataset"], imbalance_ratio=flags["imbalance_ratio"],
+        imbalance_profile=flags["imbalance_profile"], max_per_class=flags["max_per_class"],
+        hierarchical=flags["hierarchical"], image_size=flags["image_size"],
+        strict=flags["strict"],
+    )
+    app.console.print(
+        f"[bold]ltpll pretrain[/]: rotation prediction on {escape(data.dataset)}, backbone "
+        f"{escape(flags['backbone'])}, {flags['epochs']} epochs -> {escape(flags['output'])}"
+    )
+    _, summary = run_pretraining(
+        data, flags["backbone"], epochs=flags["epochs"], batch_size=flags["batch_size"],
+        lr=flags["lr"], weight_decay=flags["weight_decay"], seed=flags["seed"],
+        output=flags["output"], log=app.console.print,
+        callbacks=[RichProgress(app.console, flags["epochs"])], jit_compile=flags["jit_compile"],
+    )
+    app.console.print(
+        f"rotation accuracy {summary['rotation_accuracy']:.2%} (loss {summary['loss']:.4f}) "
+        f"after {summary['seconds']:.1f}s; backbone saved to [bold]{escape(flags['output'])}[/]"
+    )
+    app.console.print(f"use it with `ltpll train --init-from {escape(flags['output'])}` and the "
+                      "same --dataset, --imbalance-ratio, --max-per-class and --seed")
