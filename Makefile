@@ -10,7 +10,8 @@ DATASET ?= cifar10
 EPOCHS ?= 800
 OUTPUT ?= runs/c10-lt-corr-records
 
-.PHONY: install test test-all train demo bench-augment bench-grid-cpu bench-step-cpu paper-c10 clean
+.PHONY: install test test-all train demo bench-augment bench-grid-cpu bench-step-cpu \
+	bench-reweight-cpu paper-c10 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +53,15 @@ bench-grid-cpu: install
 		--rebalancers none,oracle-la,oracle-la-posthoc,records --seeds 1 \
 		--backbone resnet-small --epochs 16 --batch-size 64 --lr 0.05 --weight-decay 5e-4 \
 		--eval-every 16 --output $(BENCH_OUTPUT)
+
+# Reweighting and better representations on the same CIFAR-10-LT set as bench-grid-cpu (rho=100,
+# n_max=500, q=0.3, resnet-small, one seed), trained 40 epochs: CORR, +RECORDS, +CB, +LDAM-DRW,
+# +meta-weights, +RECORDS from a rotation-SSP backbone, +RECORDS with pseudo-labelled unused
+# CIFAR-10 images, and two CB controls. Resumable. Table in $(REWEIGHT_OUTPUT)/results.md.
+REWEIGHT_OUTPUT ?= runs/bench-reweight-cpu
+bench-reweight-cpu: install
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_reweight.py --dataset $(SHARED_CIFAR) \
+		--output $(REWEIGHT_OUTPUT) --epochs 40 --pretrain-epochs 30
 
 # Images/s of the full CORR+RECORDS step vs the bare backbone, on this CPU (small backbone).
 bench-step-cpu: install

@@ -97,6 +97,7 @@ class ModelConfig:
             ``ldam-drw``, ``meta``; :mod:`ltpll.rebalancing.reweighting`).
         cb_beta: beta of the class-balanced weights.
         focal_gamma: gamma of the focal factor.
+        ldam_scale: logit scale of the cosine head under ``ldam``/``ldam-drw`` (the authors' 30).
         drw_start: epoch from which ``ldam-drw`` applies class-balanced weights (None: after 80%
             of the epochs).
         meta_start: epoch from which ``meta`` learns example weights; plain training before
@@ -119,6 +120,7 @@ class ModelConfig:
     loss_weighting: str = "none"
     cb_beta: float = 0.9999
     focal_gamma: float = 2.0
+    ldam_scale: float = 30.0
     drw_start: int | None = None
     meta_start: int | None = None
     dev_batch: int = 100
@@ -167,7 +169,8 @@ class ModelConfig:
             raise LTPLLError(f"--mixup-weight must be >= 0; received {self.mixup_weight}")
         from ltpll.rebalancing.reweighting import validate_weighting
 
-        validate_weighting(self.loss_weighting, self.cb_beta, self.focal_gamma)
+        validate_weighting(self.loss_weighting, self.cb_beta, self.focal_gamma,
+                           scale=self.ldam_scale)
         for flag, value in (("--drw-start", self.drw_start), ("--meta-start", self.meta_start)):
             if value is not None and value < 0:
                 raise LTPLLError(f"{flag} must be >= 0; received {value}")

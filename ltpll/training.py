@@ -297,7 +297,7 @@ def build_weighting(config, data):
     model_config = config.model
     return LossWeighting(
         model_config.loss_weighting, num_classes=data.num_classes, cb_beta=model_config.cb_beta,
-        focal_gamma=model_config.focal_gamma,
+        focal_gamma=model_config.focal_gamma, scale=model_config.ldam_scale,
         oracle_counts=data.class_counts.tolist() if model_config.oracle_counts else None,
         dev_size=len(data.dev_labels), image_shape=data.images.shape[1:],
         dev_batch=model_config.dev_batch, seed=config.train.seed + 3, name="loss_weighting",

@@ -100,6 +100,8 @@ def test_bad_weighting_options_are_one_line_errors():
         LossWeighting("focal", num_classes=3, focal_gamma=-1)
     with pytest.raises(LTPLLError, match="dev set"):
         LossWeighting("meta", num_classes=3)
+    with pytest.raises(LTPLLError, match="--ldam-scale"):
+        ModelConfig(loss_weighting="ldam", ldam_scale=0).validate()
 
 
 def test_cli_lists_every_weighting():

@@ -80,7 +80,7 @@ def validate_weighting(name, cb_beta=0.9999, focal_gamma=2.0, max_margin=0.5, sc
     if not max_margin > 0:
         raise LTPLLError(f"the largest LDAM margin must be > 0; received {max_margin}")
     if not scale > 0:
-        raise LTPLLError(f"the LDAM logit scale must be > 0; received {scale}")
+        raise LTPLLError(f"--ldam-scale must be > 0; received {scale}")
 
 
 @keras.saving.register_keras_serializable(package="ltpll")
