@@ -14,7 +14,9 @@ REBALANCE_NAMES = (
 # The --loss-weighting choices (ltpll.rebalancing.reweighting.LOSS_WEIGHTINGS; a test keeps them equal).
 LOSS_WEIGHTING_NAMES = ("none", "cb", "focal", "ldam", "ldam-drw", "meta")
 
-_SHARED = [
+# The flags that decide which images make the long-tailed training subset: shared with
+# `ltpll pretrain`, which must see the same subset as the run it prepares.
+_SUBSET = [
     click.option("--dataset", default="cifar10", show_default=True,
                  help="cifar10, cifar100, sample (the bundled demo), an image folder "
                       "(<split>/<class>/<image>) or a .tar.gz of one."),
@@ -24,14 +26,18 @@ _SHARED = [
                  help="n_max of the long-tailed subset (default: the largest class)."),
     click.option("--hierarchical", is_flag=True,
                  help="Candidates within the true label's superclass (CIFAR-100-LT-NU)."),
-    click.option("--candidates", "candidates_file", type=str, default=None,
-                 help="CSV of your own candidate sets: path,candidates (';'-separated names or "
-                      "ids)."),
     click.option("--image-size", type=int, default=None,
                  help="Resize images to this square size."),
     click.option("--strict", is_flag=True,
                  help="Fail on an image file that cannot be decoded (default: skip it, with a "
                       "count)."),
+]
+
+_SHARED = [
+    *_SUBSET,
+    click.option("--candidates", "candidates_file", type=str, default=None,
+                 help="CSV of your own candidate sets: path,candidates (';'-separated names or "
+                      "ids)."),
     click.option("--records-momentum", type=float, default=0.9, show_default=True,
                  help="Momentum of the RECORDS feature mean."),
     click.option("--la-tau", type=float, default=1.0, show_default=True,
@@ -103,11 +109,20 @@ _SHARED = [
 ]
 
 
-def shared_training_options(command):
-    """Adds the data, model and optimisation flags to a click command."""
-    for option in reversed(_SHARED):
+def _add(options, command):
+    for option in reversed(options):
         command = option(command)
     return command
+
+
+def shared_training_options(command):
+    """Adds the data, model and optimisation flags to a click command."""
+    return _add(_SHARED, command)
+
+
+def subset_options(command):
+    """Adds the flags that decide the long-tailed training subset (``--dataset``...)."""
+    return _add(_SUBSET, command)
 
 
 def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed, output):

@@ -9,25 +9,14 @@ the long-tailed training subset that ``ltpll train`` makes, so the flags that de
 import click
 
 from cli.app import pass_app, quiet_tensorflow, user_errors
+from cli.options import subset_options
 
 
 @click.command()
-@click.option("--dataset", default="cifar10", show_default=True,
-              help="cifar10, cifar100, sample (the bundled demo), an image folder "
-                   "(<split>/<class>/<image>) or a .tar.gz of one.")
+@subset_options
 @click.option("--imbalance-ratio", type=float, default=None,
               help="rho of the long-tailed subset, as in `ltpll train` (pass the same value). "
                    "Default: keep the training split as it is.")
-@click.option("--imbalance-profile", type=click.Choice(["exp", "step"]), default="exp",
-              show_default=True)
-@click.option("--max-per-class", type=int, default=None,
-              help="n_max of the long-tailed subset (default: the largest class).")
-@click.option("--hierarchical", is_flag=True,
-              help="The subset of a --hierarchical training run (its class order differs).")
-@click.option("--image-size", type=int, default=None,
-              help="Resize images to this square size (rotation needs square images).")
-@click.option("--strict", is_flag=True,
-              help="Fail on an image file that cannot be decoded (default: skip it).")
 @click.option("--backbone", default="resnet18", show_default=True,
               help="resnet18, resnet-small (CPU) or tiny; train with the same one.")
 @click.option("--epochs", type=int, default=200, show_default=True)

@@ -80,17 +80,12 @@ class TrainingData:
     class_counts: np.ndarray    # [C] training images per class (true labels)
     test_images: np.ndarray
     test_labels: np.ndarray
-    # Indices into the training split of the images trained on (-1 for pseudo-labelled extras),
-    # and of the split's images used neither for training nor as the dev set (the offline
-    # unlabeled pool of `ltpll pseudo-label`).
-    source_index: np.ndarray = None
+    # Indices into the training split of the images used neither for training nor as the dev
+    # set (the offline unlabeled pool of `ltpll pseudo-label`).
     unused_index: np.ndarray = None
     # The held-out balanced dev set (``--dev-per-class``), with true labels; empty without one.
     dev_images: np.ndarray = None
     dev_labels: np.ndarray = None
-    # How many of the training samples (the first ones) carry candidate sets; the rest are
-    # pseudo-labelled extras.
-    num_labelled: int = None
 
     @property
     def num_classes(self):
@@ -179,11 +174,9 @@ def prepare_data(data_config, seed, log=print):
         class_counts=class_counts,
         test_images=test.images,
         test_labels=test.labels,
-        source_index=keep,
         unused_index=np.flatnonzero(unused),
         dev_images=train.images[dev_index],
         dev_labels=train.labels[dev_index],
-        num_labelled=len(keep),
     )
     if data_config.pseudo_labels:
         data = _with_pseudo_labels(data, data_config.pseudo_labels, log)
@@ -208,7 +201,6 @@ def _with_pseudo_labels(data, path, log):
         candidates=np.concatenate([data.candidates, one_hot]),
         labels=np.concatenate([data.labels, np.full(len(labels), -1, dtype=data.labels.dtype)]),
         paths=data.paths + [f"pseudo:{p}" for p in paths],
-        source_index=np.concatenate([data.source_index, np.full(len(labels), -1)]),
     )
 
 

@@ -77,7 +77,7 @@ def _full_model(backbone, image_size, num_classes, samples, method, rebalance, s
                               image_shape=shape, seed=seed)
     model = PLLModel(
         build_backbone(backbone, image_size=image_size), num_classes=num_classes,
-        num_samples=samples, image_shape=(image_size, image_size, 3), method=method,
+        num_samples=samples, image_shape=shape, method=method,
         rebalancer=make_rebalancer(rebalance, class_counts=np.ones(num_classes)),
         weight_decay=5e-4, seed=seed, weighting=weighting,
         head="cosine" if weighting.uses_margins else "linear",

@@ -247,9 +247,7 @@ class PLLModel(keras.Model):
     # --- forward -------------------------------------------------------------------------
 
     def _normalise(self, images01):
-        mean = ops.convert_to_tensor(self.mean, dtype=images01.dtype)
-        std = ops.convert_to_tensor(self.std, dtype=images01.dtype)
-        return (images01 - mean) / std
+        return normalise(images01, self.mean, self.std)
 
     def features(self, images, training=False):
         """Backbone features of a uint8 (0..255) batch, without augmentation."""
@@ -322,10 +320,7 @@ class PLLModel(keras.Model):
                 y_pred, targets, candidates
             )
         if self.weight_decay:
-            # Coupled L2, as PyTorch's SGD(weight_decay=...) in the reference implementations.
-            loss = loss + 0.5 * self.weight_decay * sum(
-                ops.sum(ops.square(ops.cast(w, "float32"))) for w in self.trainable_weights
-            )
+            loss = loss + coupled_l2(self.trainable_weights, self.weight_decay)
         if training:
             self._update_state(y_pred, stored, candidates, index)
             if self.weighting.is_meta:
@@ -476,6 +471,19 @@ class PLLModel(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def normalise(images01, mean, std):
+    """Per-channel ``(images - mean) / std`` of float images in [0, 1], in their dtype."""
+    mean = ops.convert_to_tensor(mean, dtype=images01.dtype)
+    std = ops.convert_to_tensor(std, dtype=images01.dtype)
+    return (images01 - mean) / std
+
+
+def coupled_l2(weights, coefficient):
+    """``coefficient / 2 * sum ||w||^2``: coupled L2, as PyTorch's SGD(weight_decay=...) in the
+    reference implementations (its gradient is ``coefficient * w``)."""
+    return 0.5 * coefficient * sum(ops.sum(ops.square(ops.cast(w, "float32"))) for w in weights)
 
 
 def _beta_4_4(seed, shape=()):

@@ -16,8 +16,8 @@ Weightings (each composes with every PLL method, which supplies per-sample losse
   probability the weak view gives the target row (``sum_y target_y p_y``; for a one-hot row the
   usual ``p_y``). Gradients flow through the factor, as in the focal loss;
 * ``ldam``: label-distribution-aware margins (Cao et al., NeurIPS 2019),
-  ``Delta_y = C / n_y^(1/4)`` scaled so the largest is 0.5, subtracted (times the logit scale 30)
-  from the target's logits, ``logits - s * target * Delta``. The head is then a cosine
+  ``Delta_y`` proportional to ``n_y^(-1/4)``, the largest 0.5, subtracted (times the logit scale
+  ``s``, ``--ldam-scale``, the authors' 30) from the target's logits, ``logits - s * target * Delta``. The head is then a cosine
   classifier with scale ``s`` (:class:`~ltpll.models.heads.CosineHead`), as in the authors' code;
 * ``ldam-drw``: LDAM plus deferred re-weighting: class-balanced weights switched on at
   ``--drw-start`` (default: after 80% of the epochs, the authors' 160 of 200);
@@ -236,20 +236,10 @@ def estimated_class_counts(confidence):
 
 class EstimateClassCounts(keras.callbacks.Callback):
     """At the start of every epoch, re-estimates the class counts from the confidence table and
-    refreshes the weighting's class weights and margins (a host round trip once per epoch).
-
-    The counts are logged as ``estimated_counts`` on :attr:`history` for the run's record.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.history = []
+    refreshes the weighting's class weights and margins (a host round trip once per epoch)."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        weighting = self.model.weighting
-        counts = estimated_class_counts(self.model.confidence)
-        weighting.refresh(counts)
-        self.history.append(counts.round(2).tolist())
+        self.model.weighting.refresh(estimated_class_counts(self.model.confidence))
 
 
 class WeightingStart(keras.callbacks.Callback):

@@ -36,7 +36,7 @@ from keras import ops
 from ltpll.errors import LTPLLError
 from ltpll.fileio import read_json, write_json
 from ltpll.models.augment import WeakAugment
-from ltpll.models.pll_model import CIFAR10_MEAN, CIFAR10_STD
+from ltpll.models.pll_model import CIFAR10_MEAN, CIFAR10_STD, coupled_l2, normalise
 
 NUM_ROTATIONS = 4
 PRETRAIN_FORMAT = "ltpll-pretrain"
@@ -167,11 +167,6 @@ class RotationPretrainer(keras.Model):
             self.head.build((None, int(self.backbone.output_shape[-1])))
         self.built = True
 
-    def _normalise(self, images01):
-        mean = ops.convert_to_tensor(self.mean, dtype=images01.dtype)
-        std = ops.convert_to_tensor(self.std, dtype=images01.dtype)
-        return (images01 - mean) / std
-
     def call(self, images, training=False):
         if training:
             images01 = self.augment(images)
@@ -179,7 +174,7 @@ class RotationPretrainer(keras.Model):
             images01 = ops.cast(images, "float32") / 255.0
         # Augment first, rotate after: the four rotations are of the same augmented view, so
         # nothing but the rotation tells them apart.
-        rotated, labels = rotation_batch(self._normalise(images01))
+        rotated, labels = rotation_batch(normalise(images01, self.mean, self.std))
         features = self.backbone(rotated, training=training)
         logits = ops.cast(self.head(features), "float32")
         return {"logits": logits, "labels": labels}
@@ -188,9 +183,7 @@ class RotationPretrainer(keras.Model):
         # y is ignored: the labels are the rotations, made in call.
         loss = _cross_entropy(y_pred)
         if self.weight_decay:
-            loss = loss + 0.5 * self.weight_decay * sum(
-                ops.sum(ops.square(ops.cast(w, "float32"))) for w in self.trainable_weights
-            )
+            loss = loss + coupled_l2(self.trainable_weights, self.weight_decay)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
