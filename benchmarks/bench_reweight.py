@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-LTPLL = [sys.executable, "-m", "cli.main"]
+LTPLL = [sys.executable, "-m", "ltpll.cli.main"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -4,12 +4,12 @@ import json
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
-from cli.options import LOSS_WEIGHTING_NAMES, METHOD_NAMES, REBALANCE_NAMES
+from ltpll.cli.app import pass_app, user_errors
+from ltpll.cli.options import ComponentChoice, component_choice
 
 
 @click.command("bench-step")
-@click.option("--backbone", default="resnet18", show_default=True)
+@component_choice("backbone")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True, help="Timed steps.")
 @click.option("--warmup", type=int, default=3, show_default=True,
@@ -17,11 +17,10 @@ from cli.options import LOSS_WEIGHTING_NAMES, METHOD_NAMES, REBALANCE_NAMES
 @click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
               default="float32", show_default=True)
 @click.option("--steps-per-execution", type=int, default=1, show_default=True)
-@click.option("--method", type=click.Choice(METHOD_NAMES), default="corr", show_default=True)
-@click.option("--rebalance", type=click.Choice(REBALANCE_NAMES), default="records",
-              show_default=True)
-@click.option("--loss-weighting",
-              type=click.Choice(LOSS_WEIGHTING_NAMES),
+@component_choice("method")
+@click.option("--rebalance", type=ComponentChoice("rebalancer"),
+              default="records", show_default=True)
+@click.option("--loss-weighting", type=ComponentChoice("weighting"),
               default="none", show_default=True,
               help="Loss weighting in the full step (meta: its ~3x virtual step is timed).")
 @click.option("--image-size", type=int, default=32, show_default=True)
@@ -34,18 +33,13 @@ from cli.options import LOSS_WEIGHTING_NAMES, METHOD_NAMES, REBALANCE_NAMES
 def bench_step(app, as_json, **options):
     """Time the full PLL training step (two views, augmentation, table, prior) against the bare
     forward+backward of the same backbone; prints images/s (views counted) and their ratio."""
-    quiet_tensorflow()
     from ltpll.errors import LTPLLError
 
     for name in ("batch_size", "steps", "warmup", "steps_per_execution", "num_classes"):
         if options[name] < 1:
             raise LTPLLError(f"--{name.replace('_', '-')} must be >= 1; received {options[name]}")
     from ltpll.benchmark.step import bench_step as measure
-    from ltpll.models.backbones import BACKBONES
 
-    if options["backbone"] not in BACKBONES:
-        raise LTPLLError(f"unknown backbone {options['backbone']!r}; choose one of "
-                         f"{', '.join(BACKBONES)}")
     with app.console.status("compiling and timing (full step, then bare backbone)..."):
         result = measure(**options)
     if as_json:

@@ -4,13 +4,9 @@ import os
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
-from cli.options import (
-    METHOD_NAMES,
-    REBALANCE_NAMES,
-    run_config,
-    shared_training_options,
-)
+from ltpll import components
+from ltpll.cli.app import pass_app, user_errors
+from ltpll.cli.options import flag_dest, run_config, shared_training_options
 
 GRID_DEFAULTS = {
     "methods": "corr,proden,lw,cavl",
@@ -26,7 +22,7 @@ GRID_DEFAULTS = {
 @click.option("--methods", default=GRID_DEFAULTS["methods"], show_default=True,
               help="Comma-separated PLL methods; append +mixup for the Mixup variant.")
 @click.option("--rebalancers", default=GRID_DEFAULTS["rebalancers"], show_default=True,
-              help=f"Comma-separated, from: {', '.join(REBALANCE_NAMES)}.")
+              help=f"Comma-separated, from: {', '.join(components.names('rebalancer'))}.")
 @click.option("--imbalance-ratios", default=GRID_DEFAULTS["imbalance_ratios"],
               show_default=True, help="Comma-separated rho values.")
 @click.option("--partial-rates", default=GRID_DEFAULTS["partial_rates"], show_default=True,
@@ -46,7 +42,6 @@ def benchmark(app, **flags):
 
     Finished cells are skipped, so the same command resumes an interrupted grid.
     """
-    quiet_tensorflow()
     from ltpll.benchmark.grid import Grid, load_grid_file, parse_list
     from ltpll.fileio import write_json
 
@@ -57,7 +52,7 @@ def benchmark(app, **flags):
         imbalance_ratios=parse_list(flags["imbalance_ratios"], float, "imbalance-ratios"),
         partial_rates=parse_list(flags["partial_rates"], float, "partial-rates"),
         seeds=parse_list(flags["seeds"], int, "seeds"),
-    ).validate(METHOD_NAMES, REBALANCE_NAMES)
+    ).validate()
     cells = grid.cells()
 
     def config_for(cell, run_dir):
@@ -94,6 +89,7 @@ def _merge_grid_file(flags, load_grid_file):
     context = click.get_current_context()
     merged = dict(flags)
     for key, value in load_grid_file(flags["grid_file"]).items():
+        key = flag_dest(key)
         if key not in flags or key in ("grid_file", "output"):
             raise LTPLLError(f"grid file {flags['grid_file']}: unknown option {key!r}")
         if context.get_parameter_source(key) != ParameterSource.COMMANDLINE:

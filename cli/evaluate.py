@@ -4,7 +4,7 @@ import os
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
+from ltpll.cli.app import pass_app, user_errors
 
 
 @click.command()
@@ -19,11 +19,10 @@ from cli.app import pass_app, quiet_tensorflow, user_errors
 @user_errors
 def evaluate(app, run_dir, dataset, split, batch_size, output):
     """Evaluate a trained run: top-1/top-5, per-class and Many/Medium/Few accuracy."""
-    quiet_tensorflow()
     from ltpll.errors import LTPLLError
     from ltpll.fileio import read_json
     from ltpll.reporting import metrics_table, per_class_table
-    from ltpll.training import RUN_FILES
+    from ltpll.run_dir import RUN_FILES
     from ltpll.training import evaluate as run_evaluation
 
     if batch_size < 1:

@@ -4,7 +4,7 @@ import time
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
+from ltpll.cli.app import pass_app, user_errors
 
 
 @click.command()
@@ -19,7 +19,6 @@ def export(app, run_dir, out_dir):
     both return probabilities (prior removed), class_id and class_name. OUT_DIR must not exist
     or be empty; it appears only once the export is complete.
     """
-    quiet_tensorflow()
     from ltpll.export import EXPORT_FILES, SERVE_ENCODED, SERVE_UINT8
     from ltpll.export import export as run_export
 

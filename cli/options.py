@@ -1,18 +1,65 @@
 """Flags shared by the commands that train (``train``, ``benchmark``), and the config they make.
 
 ``ltpll train`` and ``ltpll benchmark`` accept the same data, model and optimisation flags; the
-benchmark only replaces the single method/rebalancer/rho/q/seed by lists. Keeping the flags in one
-place keeps their names, defaults and help identical.
+benchmark only replaces the single method/rebalancer/rho/q/seed by lists. The component flags
+(``--method``, ``--rebalance``, ``--loss-weighting``, ``--backbone`` and every component option
+such as ``--lw-beta``) are derived from the registry (:mod:`ltpll.components`), so a new
+component brings its flags with it.
 """
 
 import click
 
-METHOD_NAMES = ("corr", "proden", "lw", "cavl")
-REBALANCE_NAMES = (
-    "none", "records", "epoch-records", "oracle-la", "oracle-la-posthoc", "temp-oracle-la",
-)
-# The --loss-weighting choices (ltpll.rebalancing.reweighting.LOSS_WEIGHTINGS; a test keeps them equal).
-LOSS_WEIGHTING_NAMES = ("none", "cb", "focal", "ldam", "ldam-drw", "meta")
+from ltpll import components
+from ltpll.cli.app import OneLineUsageError
+from ltpll.errors import LTPLLError
+
+
+class ComponentChoice(click.Choice):
+    """The registered names of a kind; an unknown one fails with the registry's words."""
+
+    def __init__(self, kind):
+        super().__init__(components.names(kind))
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        if value in self.choices:
+            return value
+        try:
+            components.get(self.kind, value)
+        except LTPLLError as error:
+            raise OneLineUsageError(str(error)) from None
+        return value
+
+
+def component_choice(kind, default=None, help=None, flag=None):
+    """``--method``-style option choosing a registered component of ``kind`` (its parameter is
+    named after the flag: ``--loss-weighting`` -> ``loss_weighting``)."""
+    info = components.KINDS[kind]
+    title = info.title[0].upper() + info.title[1:]
+    return click.option(
+        flag or info.flag, type=ComponentChoice(kind),
+        default=default or info.default, show_default=True,
+        help=help or f"{title}; `ltpll components {kind}` describes each, with its options.")
+
+
+def component_option_flags():
+    """One click option per component option flag (``--lw-beta``, ``--la-tau``...)."""
+    options = []
+    for flag in components.option_flags().values():
+        option = flag.option
+        text = option.help
+        if option.default is None and option.default_help:
+            text += f" [default: {option.default_help}]"
+        text += f" ({', '.join(flag.owners)})"
+        names = (flag.name, *flag.aliases, flag.dest)
+        if option.type is bool:
+            options.append(click.option(*names, is_flag=True, default=bool(option.default),
+                                        help=text))
+        else:
+            options.append(click.option(*names, type=option.type, default=option.default,
+                                        show_default=option.default is not None, help=text))
+    return options
+
 
 # The flags that decide which images make the long-tailed training subset: shared with
 # `ltpll pretrain`, which must see the same subset as the run it prepares.
@@ -23,7 +70,8 @@ _SUBSET = [
     click.option("--imbalance-profile", type=click.Choice(["exp", "step"]), default="exp",
                  show_default=True),
     click.option("--max-per-class", type=int, default=None,
-                 help="n_max of the long-tailed subset (default: the largest class)."),
+                 help="n_max of the long-tailed subset (default: the largest class); without "
+                      "--imbalance-ratio, the most images any class keeps."),
     click.option("--hierarchical", is_flag=True,
                  help="Candidates within the true label's superclass (CIFAR-100-LT-NU)."),
     click.option("--image-size", type=int, default=None,
@@ -33,80 +81,64 @@ _SUBSET = [
                       "count)."),
 ]
 
-_SHARED = [
-    *_SUBSET,
-    click.option("--candidates", "candidates_file", type=str, default=None,
-                 help="CSV of your own candidate sets: path,candidates (';'-separated names or "
-                      "ids)."),
-    click.option("--records-momentum", type=float, default=0.9, show_default=True,
-                 help="Momentum of the RECORDS feature mean."),
-    click.option("--la-tau", type=float, default=1.0, show_default=True,
-                 help="Temperature of the oracle logit-adjustment baselines."),
-    click.option("--la-ramp-epochs", type=int, default=None,
-                 help="Epochs over which temp-oracle-la ramps tau up from 0 [default: half the "
-                      "run]."),
-    click.option("--lw-beta", type=float, default=1.0, show_default=True,
-                 help="Weight of LW's non-candidate term."),
-    click.option("--mixup/--no-mixup", default=False, show_default=True,
-                 help="Add the Mixup term (Beta(4,4), both views and their targets)."),
-    click.option("--mixup-weight", type=float, default=1.0, show_default=True,
-                 help="Weight of the Mixup term."),
-    click.option("--loss-weighting",
-                 type=click.Choice(LOSS_WEIGHTING_NAMES),
-                 default="none", show_default=True,
-                 help="Per-sample loss weighting: class-balanced, focal, LDAM margins, LDAM + "
-                      "deferred re-weighting, or meta-learned weights on a clean dev set."),
-    click.option("--cb-beta", type=float, default=0.9999, show_default=True,
-                 help="beta of the class-balanced weights (1-beta)/(1-beta^n)."),
-    click.option("--focal-gamma", type=float, default=2.0, show_default=True,
-                 help="gamma of the focal factor (1-p)^gamma."),
-    click.option("--ldam-scale", type=float, default=30.0, show_default=True,
-                 help="Logit scale s of the cosine head under ldam / ldam-drw."),
-    click.option("--drw-start", type=int, default=None,
-                 help="Epoch ldam-drw switches class-balanced weights on [default: 80% of the "
-                      "run]."),
-    click.option("--meta-start", type=int, default=None,
-                 help="Epoch meta weighting starts, after plain training [default: half the "
-                      "run]."),
-    click.option("--dev-per-class", type=int, default=None,
-                 help="Clean images per class held out of training as the meta dev set "
-                      "[default: 10 with --loss-weighting meta, else 0]."),
-    click.option("--dev-batch", type=int, default=100, show_default=True,
-                 help="Dev images per meta step."),
-    click.option("--oracle-counts", is_flag=True,
-                 help="Weight by the true class counts instead of those estimated from the "
-                      "confidence table."),
-    click.option("--init-from", type=str, default=None, metavar="DIR",
-                 help="Start from the backbone of an `ltpll pretrain` directory."),
-    click.option("--pseudo-labels", type=str, default=None, metavar="FILE",
-                 help="Add the images of an `ltpll pseudo-label` file as single-candidate "
-                      "samples."),
-    click.option("--backbone", default="resnet18", show_default=True,
-                 help="resnet18, resnet-small (CPU) or tiny."),
-    click.option("--epochs", type=int, default=800, show_default=True),
-    click.option("--batch-size", type=int, default=256, show_default=True),
-    click.option("--lr", type=float, default=0.01, show_default=True),
-    click.option("--momentum", type=float, default=0.9, show_default=True),
-    click.option("--weight-decay", type=float, default=1e-3, show_default=True),
-    click.option("--cosine/--no-cosine", default=True, show_default=True,
-                 help="Cosine learning-rate decay."),
-    click.option("--update-start", type=int, default=1, show_default=True,
-                 help="Epochs before the confidence table starts to update."),
-    click.option("--eval-every", type=int, default=1, show_default=True,
-                 help="Evaluate on the test split every N epochs."),
-    click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]),
-                 default="none", show_default=True,
-                 help="mirrored: all local GPUs; multi-worker: several machines (TF_CONFIG)."),
-    click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
-                 default="float32", show_default=True, help="Keras dtype policy."),
-    click.option("--steps-per-execution", type=int, default=1, show_default=True,
-                 help="Training steps per compiled call (fewer host round trips)."),
-    click.option("--jit/--no-jit", "jit_compile", default=True, show_default=True,
-                 help="XLA-compile the step (TensorFlow). --no-jit is faster on CPUs."),
-    click.option("--confidence-dtype", type=click.Choice(["float32", "float16"]),
-                 default="float32", show_default=True,
-                 help="Storage of the N x C confidence table (float16 halves it)."),
-]
+
+def _shared():
+    return [
+        *_SUBSET,
+        click.option("--candidates", "candidates_file", type=str, default=None,
+                     help="CSV of your own candidate sets: path,candidates (';'-separated names "
+                          "or ids)."),
+        component_choice("weighting"),
+        component_choice("backbone"),
+        *component_option_flags(),
+        click.option("--mixup/--no-mixup", default=False, show_default=True,
+                     help="Add the Mixup term (Beta(4,4), both views and their targets)."),
+        click.option("--mixup-weight", type=float, default=1.0, show_default=True,
+                     help="Weight of the Mixup term."),
+        click.option("--dev-per-class", type=int, default=None,
+                     help="Clean images per class held out of training as a dev set "
+                          "[default: what the loss weighting needs: 10 for meta, else 0]."),
+        click.option("--init-from", type=str, default=None, metavar="DIR",
+                     help="Start from the backbone of an `ltpll pretrain` directory."),
+        click.option("--pseudo-labels", type=str, default=None, metavar="FILE",
+                     help="Add the images of an `ltpll pseudo-label` file as single-candidate "
+                          "samples."),
+        click.option("--epochs", type=int, default=800, show_default=True),
+        click.option("--batch-size", type=int, default=256, show_default=True),
+        click.option("--lr", type=float, default=0.01, show_default=True),
+        click.option("--momentum", type=float, default=0.9, show_default=True),
+        click.option("--weight-decay", type=float, default=1e-3, show_default=True),
+        click.option("--cosine/--no-cosine", default=True, show_default=True,
+                     help="Cosine learning-rate decay."),
+        click.option("--update-start", type=int, default=1, show_default=True,
+                     help="Epochs before the confidence table starts to update."),
+        click.option("--eval-every", type=int, default=1, show_default=True,
+                     help="Evaluate on the test split every N epochs."),
+        click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]),
+                     default="none", show_default=True,
+                     help="mirrored: all local GPUs; multi-worker: several machines "
+                          "(TF_CONFIG)."),
+        click.option("--precision",
+                     type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+                     default="float32", show_default=True, help="Keras dtype policy."),
+        click.option("--steps-per-execution", type=int, default=1, show_default=True,
+                     help="Training steps per compiled call (fewer host round trips)."),
+        click.option("--jit/--no-jit", "jit_compile", default=True, show_default=True,
+                     help="XLA-compile the step (TensorFlow). --no-jit is faster on CPUs."),
+        click.option("--confidence-dtype", type=click.Choice(["float32", "float16"]),
+                     default="float32", show_default=True,
+                     help="Storage of the N x C confidence table (float16 halves it)."),
+    ]
+
+
+def flag_dest(name):
+    """The parameter a flag name sets (``drw-start`` or ``drw_start`` -> ``ldam_drw_start``): a
+    grid file may use the older names of the alias table too."""
+    name = name.replace("-", "_")
+    for flag in components.option_flags().values():
+        if name in (alias.lstrip("-").replace("-", "_") for alias in flag.aliases):
+            return flag.dest
+    return name
 
 
 def _add(options, command):
@@ -117,12 +149,28 @@ def _add(options, command):
 
 def shared_training_options(command):
     """Adds the data, model and optimisation flags to a click command."""
-    return _add(_SHARED, command)
+    return _add(_shared(), command)
 
 
 def subset_options(command):
     """Adds the flags that decide the long-tailed training subset (``--dataset``...)."""
     return _add(_SUBSET, command)
+
+
+def component_config(kind, name, flags):
+    """The config of component ``name`` from the flags of its options."""
+    component = components.get(kind, name)
+    return {"name": name, **{option.key: flags[option.dest(component.name)]
+                             for option in component.options}}
+
+
+def unused_option_flags(chosen, given):
+    """The component option flags the user typed (``given``: click parameter names) that none
+    of the ``chosen`` components (``{kind: [names]}``) takes: ``--lw-beta`` with ``--method
+    corr``, say."""
+    return [f"{flag.name} (for {', '.join(flag.owners)})"
+            for flag in components.option_flags().values()
+            if flag.dest in given and not set(flag.owners) & set(chosen.get(flag.kind, ()))]
 
 
 def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed, output):
@@ -135,19 +183,16 @@ def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed,
             imbalance_profile=flags["imbalance_profile"], max_per_class=flags["max_per_class"],
             partial_rate=partial_rate, hierarchical=flags["hierarchical"],
             candidates=flags["candidates_file"], image_size=flags["image_size"],
-            strict=flags["strict"], dev_per_class=_dev_per_class(flags),
+            strict=flags["strict"], dev_per_class=flags["dev_per_class"],
             pseudo_labels=flags["pseudo_labels"],
         ),
         model=ModelConfig(
-            backbone=flags["backbone"], method=method, rebalance=rebalance,
-            records_momentum=flags["records_momentum"], la_tau=flags["la_tau"],
-            la_ramp_epochs=flags["la_ramp_epochs"], lw_beta=flags["lw_beta"],
+            backbone=component_config("backbone", flags["backbone"], flags),
+            method=component_config("method", method, flags),
+            rebalancer=component_config("rebalancer", rebalance, flags),
+            weighting=component_config("weighting", flags["loss_weighting"], flags),
             mixup=flags["mixup"], mixup_weight=flags["mixup_weight"],
-            loss_weighting=flags["loss_weighting"], cb_beta=flags["cb_beta"],
-            focal_gamma=flags["focal_gamma"], ldam_scale=flags["ldam_scale"],
-            drw_start=flags["drw_start"],
-            meta_start=flags["meta_start"], dev_batch=flags["dev_batch"],
-            oracle_counts=flags["oracle_counts"], init_from=flags["init_from"],
+            init_from=flags["init_from"],
         ),
         train=TrainConfig(
             epochs=flags["epochs"], batch_size=flags["batch_size"], lr=flags["lr"],
@@ -160,10 +205,3 @@ def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed,
         ),
         output=output,
     ).validate()
-
-
-def _dev_per_class(flags):
-    """``--dev-per-class``, defaulting to 10 (the authors' setting) for the meta weighting only."""
-    if flags["dev_per_class"] is not None:
-        return flags["dev_per_class"]
-    return 10 if flags["loss_weighting"] == "meta" else 0

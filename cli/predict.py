@@ -4,7 +4,7 @@ import json
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
+from ltpll.cli.app import pass_app, user_errors
 
 
 @click.command()
@@ -18,7 +18,6 @@ from cli.app import pass_app, quiet_tensorflow, user_errors
 @user_errors
 def predict(app, export_dir, images, top_k, as_json):
     """Classify IMAGES (JPEG, PNG, GIF, BMP; any size) with an `ltpll export` directory."""
-    quiet_tensorflow()
     from ltpll.export import predict_files
 
     results = predict_files(export_dir, images, top_k=top_k)

@@ -8,8 +8,8 @@ the long-tailed training subset that ``ltpll train`` makes, so the flags that de
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
-from cli.options import subset_options
+from ltpll.cli.app import pass_app, user_errors
+from ltpll.cli.options import component_choice, subset_options
 
 
 @click.command()
@@ -17,8 +17,7 @@ from cli.options import subset_options
 @click.option("--imbalance-ratio", type=float, default=None,
               help="rho of the long-tailed subset, as in `ltpll train` (pass the same value). "
                    "Default: keep the training split as it is.")
-@click.option("--backbone", default="resnet18", show_default=True,
-              help="resnet18, resnet-small (CPU) or tiny; train with the same one.")
+@component_choice("backbone", help="The backbone to pre-train; train with the same one.")
 @click.option("--epochs", type=int, default=200, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True,
               help="Images per step; each is seen rotated 4 ways, so the backbone sees 4x.")
@@ -42,7 +41,6 @@ def pretrain(app, **flags):
     --imbalance-profile, --hierarchical, --image-size) as the later `ltpll train`, so both see
     the same long-tailed subset; then train with `ltpll train --init-from DIR`.
     """
-    quiet_tensorflow()
     from rich.markup import escape
 
     from ltpll.config import DataConfig

@@ -6,7 +6,7 @@ The file it writes is added to a later run with ``ltpll train --pseudo-labels FI
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
+from ltpll.cli.app import pass_app, user_errors
 
 
 @click.command(name="pseudo-label")
@@ -27,7 +27,6 @@ from cli.app import pass_app, quiet_tensorflow, user_errors
 @user_errors
 def pseudo_label(app, run_dir, output, unlabeled, threshold, unlabeled_ratio, batch_size):
     """Pseudo-label unlabeled images with the trained run RUN_DIR."""
-    quiet_tensorflow()
     from ltpll.errors import LTPLLError
     from ltpll.representation import pseudo_label as pl
 
@@ -40,7 +39,7 @@ def pseudo_label(app, run_dir, output, unlabeled, threshold, unlabeled_ratio, ba
     if batch_size < 1:
         raise LTPLLError(f"--batch-size must be >= 1; received {batch_size}")
 
-    from ltpll.training import load_run
+    from ltpll.saving import load_run
 
     config, counts, model = load_run(run_dir)
     class_names = [str(name) for name in counts["class_names"]]

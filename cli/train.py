@@ -2,12 +2,14 @@
 
 import click
 
-from cli.app import pass_app, quiet_tensorflow, user_errors
-from cli.options import (
-    METHOD_NAMES,
-    REBALANCE_NAMES,
+from ltpll import components
+from ltpll.cli.app import pass_app, user_errors
+from ltpll.cli.options import (
+    ComponentChoice,
+    component_choice,
     run_config,
     shared_training_options,
+    unused_option_flags,
 )
 
 
@@ -15,13 +17,14 @@ from cli.options import (
 @shared_training_options
 @click.option("--imbalance-ratio", type=float, default=None,
               help="rho = largest/smallest class of the long-tailed subset (e.g. 100). "
-                   "Default: keep the training split as it is.")
+                   "Default: keep the training split's own class sizes (at most "
+                   "--max-per-class each, if given).")
 @click.option("--partial-rate", type=float, default=0.3, show_default=True,
               help="q: probability that each false label joins a generated candidate set.")
-@click.option("--method", type=click.Choice(METHOD_NAMES), default="corr", show_default=True,
-              help="PLL disambiguation method.")
-@click.option("--rebalance", type=click.Choice(REBALANCE_NAMES), default=None,
-              help="Long-tail rebalancing [default: none].")
+@component_choice("method")
+@click.option("--rebalance", type=ComponentChoice("rebalancer"), default=None,
+              help=f"Long-tail rebalancing: {', '.join(components.names('rebalancer'))} "
+                   "[default: none].")
 @click.option("--records/--no-records", default=None,
               help="Shorthand for --rebalance records / none.")
 @click.option("--seed", type=int, default=123, show_default=True)
@@ -33,7 +36,9 @@ from cli.options import (
 @user_errors
 def train(app, **flags):
     """Train a PLL model on long-tailed data and write a run directory."""
-    quiet_tensorflow()
+    from click.core import ParameterSource
+    from rich.markup import escape
+
     from ltpll.errors import LTPLLError
     from ltpll.reporting import RichProgress
     from ltpll.training import resume
@@ -53,9 +58,16 @@ def train(app, **flags):
         imbalance_ratio=flags["imbalance_ratio"], partial_rate=flags["partial_rate"],
         seed=flags["seed"], output=flags["output"],
     )
+    context = click.get_current_context()
+    typed = {name for name in context.params
+             if context.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    chosen = {kind: [config.model.name(kind)] for kind in components.KINDS}
+    for flag in unused_option_flags(chosen, typed):
+        app.errors.print(f"note: {flag} does not apply to this run; ignored")
     app.console.print(
-        f"[bold]ltpll train[/]: {describe(config.model)} on {config.data.dataset}, "
-        f"backbone {config.model.backbone}, {config.train.epochs} epochs -> {config.output}"
+        f"[bold]ltpll train[/]: {describe(config.model)} on {escape(config.data.dataset)} "
+        f"({config.data.describe()}), backbone {config.model.name('backbone')}, "
+        f"{config.train.epochs} epochs -> {escape(config.output)}", soft_wrap=True,
     )
     _, final = run_training(
         config, callbacks=[RichProgress(app.console, config.train.epochs)],
@@ -89,12 +101,12 @@ def _resume(app, run_dir, resume):
 
 
 def describe(model_config):
-    """``CORR + RECORDS (mixup)``: what a run trains, in words."""
-    text = model_config.method.upper()
-    if model_config.rebalance != "none":
-        text += f" + {model_config.rebalance.upper()}"
-    if model_config.loss_weighting != "none":
-        text += f" + {model_config.loss_weighting.upper()} weighting"
+    """``CORR + RECORDS (mixup)``: what a run trains, in words (the components' labels)."""
+    text = model_config.declaration("method").label
+    if model_config.name("rebalancer") != "none":
+        text += f" + {model_config.declaration('rebalancer').label}"
+    if model_config.name("weighting") != "none":
+        text += f" + {model_config.declaration('weighting').label} weighting"
     if model_config.init_from:
         text += f" from {model_config.init_from}"
     return text + (" (mixup)" if model_config.mixup else "")

@@ -5,10 +5,14 @@ The public API, imported lazily so ``import ltpll`` stays cheap and never pulls 
 
 * :class:`PLLModel` — the Keras model whose training step disambiguates candidate sets;
 * :class:`Records` — the RECORDS callback (dynamic rebalancing by a moving feature mean);
-* :class:`UpdateStart` — switches confidence updates on at a given epoch;
-* :class:`LossWeighting` — class-balanced, focal, LDAM(-DRW) and meta-learned loss weights;
+* :class:`UpdateStart` — holds confidence updates back for the first epochs;
+* :mod:`ltpll.weighting` — class-balanced, focal, LDAM(-DRW) and meta-learned loss weights;
+* :mod:`ltpll.components` — the registry of methods, rebalancers, weightings and backbones
+  (``components.build(kind, name, context)``; ``components.register`` adds your own);
+* :func:`load_model` — loads any saved ltpll model (a ``.keras`` file or a run directory);
 * :func:`pretrain` — self-supervised rotation pre-training of a backbone;
-* :func:`train`, :func:`evaluate` — the whole jobs behind ``ltpll train`` / ``ltpll evaluate``;
+* :func:`train`, :func:`resume`, :func:`evaluate` — the jobs behind ``ltpll train`` /
+  ``ltpll evaluate``;
 * :class:`RunConfig` and friends — the run configuration;
 * :class:`LTPLLError` — every user-facing error.
 """
@@ -20,12 +24,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "PLLModel": "ltpll.models.pll_model",
     "UpdateStart": "ltpll.models.pll_model",
-    "Records": "ltpll.rebalancing.records",
+    "Records": "ltpll.callbacks",
     "RecordsPrior": "ltpll.rebalancing.records",
-    "LossWeighting": "ltpll.rebalancing.reweighting",
     "build_backbone": "ltpll.models.backbones",
+    "load_model": "ltpll.saving",
     "pretrain": "ltpll.representation.ssp",
     "train": "ltpll.training",
+    "resume": "ltpll.training",
     "evaluate": "ltpll.training",
     "RunConfig": "ltpll.config",
     "DataConfig": "ltpll.config",

@@ -1,7 +1,7 @@
 """Gradients of plain functions with the backend's own autodiff, nestable for second order.
 
 Keras 3 has no backend-neutral ``grad``; the meta-learned example weights
-(:mod:`ltpll.rebalancing.meta_weights`) differentiate through a virtual SGD step, so they need a
+(:mod:`ltpll.weighting.meta`) differentiate through a virtual SGD step, so they need a
 gradient of a gradient. :func:`grad` gives both backends the same small interface; calls nest
 (TensorFlow: a tape opened inside another records the inner gradient's ops; JAX: ``jax.grad``
 of a function that calls ``jax.grad``).

@@ -6,8 +6,9 @@ A checkpoint is a directory ``RUN/checkpoint/epoch-NNNNN/`` holding
   schedule), the confidence table and the rebalancer's state (RECORDS feature mean...), all of
   which live in the model as variables;
 * ``state.json``: the completed epoch, the random-generator states of the augmentation and
-  Mixup layers (Keras does not save those), the rows of the history so far, the prior log and
-  the latest test metrics.
+  Mixup layers (Keras does not save those), and the state of the run's callbacks (history rows,
+  prior log, latest test metrics, training seconds; each callback says what its own is, see
+  :class:`ltpll.callbacks.Checkpoint`).
 
 It is written into a temporary directory and renamed into place, then ``latest.json`` (itself
 replaced atomically) is pointed at it, and only then is the previous checkpoint deleted. A crash
@@ -19,16 +20,13 @@ augmentations and the same updates as an uninterrupted one.
 
 import os
 import shutil
-import tempfile
 
 import keras
 import numpy as np
 
 from ltpll.errors import LTPLLError
-from ltpll.fileio import read_json, write_json
-
-CHECKPOINT_DIR = "checkpoint"
-LATEST = "latest.json"
+from ltpll.fileio import atomic_directory, read_json, write_json
+from ltpll.run_dir import CHECKPOINT_LATEST, RUN_FILES
 
 
 def seed_generators(model):
@@ -48,38 +46,17 @@ def save_checkpoint(run_dir, model, epoch, state):
         epoch: epochs completed.
         state: JSON-ready dict of callback state to restore on resume.
     """
-    root = os.path.join(run_dir, CHECKPOINT_DIR)
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
-    try:
+    root = os.path.join(run_dir, RUN_FILES["checkpoint"])
+    name = f"epoch-{epoch:05d}"
+    with atomic_directory(os.path.join(root, name), replace=True) as tmp:
         model.save(os.path.join(tmp, "model.keras"))
         seeds = [np.asarray(keras.ops.convert_to_numpy(g.state)).tolist()
                  for g in seed_generators(model)]
         write_json(os.path.join(tmp, "state.json"), {"epoch": epoch, "seeds": seeds, **state})
-        name = f"epoch-{epoch:05d}"
-        final = os.path.join(root, name)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-    write_json(os.path.join(root, LATEST), {"epoch": epoch, "checkpoint": name})
+    write_json(os.path.join(root, CHECKPOINT_LATEST), {"epoch": epoch, "checkpoint": name})
     for entry in os.listdir(root):
-        if entry != name and entry != LATEST:
+        if entry != name and entry != CHECKPOINT_LATEST:
             shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
-
-
-def latest_checkpoint(run_dir):
-    """``(path, epoch)`` of the last complete checkpoint, or ``(None, 0)`` if there is none."""
-    pointer = os.path.join(run_dir, CHECKPOINT_DIR, LATEST)
-    if not os.path.exists(pointer):
-        return None, 0
-    latest = read_json(pointer)
-    path = os.path.join(run_dir, CHECKPOINT_DIR, latest["checkpoint"])
-    if not os.path.exists(os.path.join(path, "state.json")):
-        raise LTPLLError(f"checkpoint {path} named by {pointer} is incomplete")
-    return path, int(latest["epoch"])
 
 
 def load_checkpoint(path):
@@ -88,8 +65,10 @@ def load_checkpoint(path):
     Raises:
         LTPLLError: if the checkpoint cannot be read.
     """
+    from ltpll.saving import load_model
+
     try:
-        model = keras.saving.load_model(os.path.join(path, "model.keras"))
+        model = load_model(os.path.join(path, "model.keras"))
     except (OSError, ValueError) as error:
         raise LTPLLError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
     state = read_json(os.path.join(path, "state.json"))
@@ -103,4 +82,4 @@ def load_checkpoint(path):
 
 def remove_checkpoints(run_dir):
     """Deletes the checkpoints of a finished run (its model.keras holds the final state)."""
-    shutil.rmtree(os.path.join(run_dir, CHECKPOINT_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(run_dir, RUN_FILES["checkpoint"]), ignore_errors=True)

@@ -3,24 +3,70 @@
 The CLI only parses flags into a :class:`RunConfig`; the library validates it (so Python users get
 the same one-line errors) and saves it as ``config.json`` in the run directory, from which
 ``ltpll evaluate`` rebuilds everything it needs.
+
+The model part names its components (method, rebalancer, loss weighting, backbone) as the
+components' own configs, ``{"name": ..., <option>: <value>}``, checked and completed against their
+declarations in :mod:`ltpll.components`, as ``PLLModel.get_config()`` nests them. Keras-free.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
 
+from ltpll import components
 from ltpll.errors import LTPLLError
+from ltpll.models import CONFIDENCE_DTYPES
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multi-worker")
 PRECISION_CHOICES = ("float32", "mixed_bfloat16", "mixed_float16")
-CONFIDENCE_DTYPES = ("float32", "float16")
+
+
+def _v1_to_v2(payload):
+    """``records: bool`` became ``rebalance: str`` (records, oracle LA, ...)."""
+    model = {k: v for k, v in payload["model"].items() if k != "records"}
+    model["rebalance"] = "records" if payload["model"].get("records") else "none"
+    return {**payload, "version": 2, "model": model}
+
+
+def _v2_to_v3(payload):
+    """Flat per-option fields (``lw_beta``, ``cb_beta``, ...) became the chosen components' own
+    configs; only the options of the chosen components are kept."""
+    flat = dict(payload["model"])
+    weighting = flat.get("loss_weighting", "none")
+    method = {"name": flat.get("method", "corr")}
+    if method["name"] == "lw":
+        method["beta"] = flat.get("lw_beta", 1.0)
+    rebalancer = {"name": flat.get("rebalance", "none")}
+    if rebalancer["name"] == "records":
+        rebalancer["momentum"] = flat.get("records_momentum", 0.9)
+    elif rebalancer["name"] in ("oracle-la", "oracle-la-posthoc", "temp-oracle-la"):
+        rebalancer["tau"] = flat.get("la_tau", 1.0)
+        if rebalancer["name"] == "temp-oracle-la":
+            rebalancer["ramp_epochs"] = flat.get("la_ramp_epochs")
+    options = {
+        "cb": {"beta": "cb_beta", "oracle_counts": "oracle_counts"},
+        "focal": {"gamma": "focal_gamma"},
+        "ldam": {"scale": "ldam_scale", "oracle_counts": "oracle_counts"},
+        "ldam-drw": {"scale": "ldam_scale", "beta": "cb_beta", "start": "drw_start",
+                     "oracle_counts": "oracle_counts"},
+        "meta": {"beta": "cb_beta", "start": "meta_start", "dev_batch": "dev_batch",
+                 "oracle_counts": "oracle_counts"},
+    }.get(weighting, {})
+    model = {
+        "backbone": {"name": flat.get("backbone", "resnet18")},
+        "method": method,
+        "rebalancer": rebalancer,
+        "weighting": {"name": weighting,
+                      **{key: flat[old] for key, old in options.items() if old in flat}},
+        "mixup": flat.get("mixup", False),
+        "mixup_weight": flat.get("mixup_weight", 1.0),
+        "init_from": flat.get("init_from"),
+    }
+    return {**payload, "version": 3, "model": model}
+
+
 # Versions from_dict can still read, each with the function that upgrades it by one version.
-_MIGRATIONS = {
-    # 1 -> 2: ``records: bool`` became ``rebalance: str`` (records, oracle LA, ...).
-    1: lambda p: {**p, "version": 2, "model": {
-        **{k: v for k, v in p["model"].items() if k != "records"},
-        "rebalance": "records" if p["model"].get("records") else "none"}},
-}
+_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 @dataclass
@@ -30,10 +76,12 @@ class DataConfig:
     Attributes:
         dataset: ``cifar10``/``cifar100`` (tensorflow-datasets), ``sample`` (the demo sample
             shipped in the package), an image-folder directory or a ``.tar.gz`` of one.
-        imbalance_ratio: rho = n_max / n_min of the long-tailed subset; None keeps the training
-            split as it is (a user's own data is usually long-tailed already).
+        imbalance_ratio: rho = n_max / n_min of the long-tailed subset; None (the default) keeps
+            the training split's own class sizes (a user's own data is usually long-tailed
+            already), capped at ``max_per_class`` if that is given.
         imbalance_profile: ``exp`` or ``step``.
-        max_per_class: n_max; None uses the largest class of the training split.
+        max_per_class: n_max of the long-tailed subset (None: the largest class of the training
+            split); without ``imbalance_ratio``, the most images any class keeps.
         partial_rate: q, the probability of each false label joining a generated candidate set.
         hierarchical: generate candidates inside the true label's superclass (CIFAR-100-LT-NU);
             per-class counts then go to classes in a seeded random order.
@@ -41,13 +89,14 @@ class DataConfig:
         image_size: resize images to this square size; None keeps their size.
         strict: fail on an image file that cannot be decoded instead of skipping it.
         dev_per_class: images per class held out of training, with their true labels, as the
-            balanced clean dev set of ``--loss-weighting meta`` (0: none).
+            balanced clean dev set of ``--loss-weighting meta`` (0: none; None: what the run's
+            loss weighting needs, 10 for ``meta``).
         pseudo_labels: an ``ltpll pseudo-label`` file whose images join the training set as
             extra single-candidate samples.
     """
 
     dataset: str = "cifar10"
-    imbalance_ratio: float | None = 100.0
+    imbalance_ratio: float | None = None
     imbalance_profile: str = "exp"
     max_per_class: int | None = None
     partial_rate: float = 0.3
@@ -57,7 +106,7 @@ class DataConfig:
     train_split: str = "train"
     test_split: str = "test"
     strict: bool = False
-    dev_per_class: int = 0
+    dev_per_class: int | None = None
     pseudo_labels: str | None = None
 
     def validate(self):
@@ -73,117 +122,71 @@ class DataConfig:
             raise LTPLLError(f"--max-per-class must be >= 1; received {self.max_per_class}")
         if self.image_size is not None and self.image_size < 8:
             raise LTPLLError(f"--image-size must be >= 8; received {self.image_size}")
-        if self.dev_per_class < 0:
+        if self.dev_per_class is not None and self.dev_per_class < 0:
             raise LTPLLError(f"--dev-per-class must be >= 0; received {self.dev_per_class}")
+
+    def describe(self):
+        """Which images the run trains on, in words (the first line of ``ltpll train``)."""
+        if self.imbalance_ratio is not None:
+            n_max = self.max_per_class or "the largest class"
+            return (f"long-tailed subset: rho={self.imbalance_ratio:g}, "
+                    f"{self.imbalance_profile} profile, n_max={n_max}")
+        if self.max_per_class is not None:
+            return f"at most {self.max_per_class} images per class, no --imbalance-ratio"
+        return "the whole training split, no --imbalance-ratio"
 
 
 @dataclass
 class ModelConfig:
-    """The network and the PLL method.
+    """The network and the PLL method: the chosen components, each as its own config.
+
+    Each of ``backbone``, ``method``, ``rebalancer`` and ``weighting`` is a component's name or
+    its config dict (``{"name": "lw", "beta": 0.5}``); :meth:`validate` completes it with the
+    defaults of the component's declared options and checks every value.
 
     Attributes:
-        backbone: ``resnet18``, ``resnet-small`` or ``tiny``.
-        method: PLL disambiguation method (``corr``, ``proden``, ``lw``, ``cavl``).
-        rebalance: long-tail rebalancing (``none``, ``records``, ``epoch-records``,
+        backbone: ``resnet18``, ``resnet-small``, ``tiny`` (``ltpll.components.names("backbone")``).
+        method: the PLL disambiguation method (``corr``, ``proden``, ``lw``, ``cavl``).
+        rebalancer: long-tail rebalancing (``none``, ``records``, ``epoch-records``,
             ``oracle-la``, ``oracle-la-posthoc``, ``temp-oracle-la``).
-        records_momentum: momentum of the RECORDS feature mean.
-        la_tau: temperature of the oracle logit adjustment baselines.
-        la_ramp_epochs: epochs over which ``temp-oracle-la`` ramps its temperature up from 0
-            (None: half the run).
-        lw_beta: weight of LW's non-candidate term.
+        weighting: per-sample loss weighting (``none``, ``cb``, ``focal``, ``ldam``,
+            ``ldam-drw``, ``meta``).
         mixup: add the Mixup term to the method's loss.
         mixup_weight: weight of the Mixup term.
-        loss_weighting: per-sample loss weighting (``none``, ``cb``, ``focal``, ``ldam``,
-            ``ldam-drw``, ``meta``; :mod:`ltpll.rebalancing.reweighting`).
-        cb_beta: beta of the class-balanced weights.
-        focal_gamma: gamma of the focal factor.
-        ldam_scale: logit scale of the cosine head under ``ldam``/``ldam-drw`` (the authors' 30).
-        drw_start: epoch from which ``ldam-drw`` applies class-balanced weights (None: after 80%
-            of the epochs).
-        meta_start: epoch from which ``meta`` learns example weights; plain training before
-            (None: half the run).
-        dev_batch: dev images per meta step.
-        oracle_counts: weight by the true class counts instead of the ones estimated from the
-            confidence table.
         init_from: an ``ltpll pretrain`` directory whose backbone weights the run starts from.
     """
 
-    backbone: str = "resnet18"
-    method: str = "corr"
-    rebalance: str = "none"
-    records_momentum: float = 0.9
-    la_tau: float = 1.0
-    la_ramp_epochs: int | None = None
-    lw_beta: float = 1.0
+    backbone: dict | str = "resnet18"
+    method: dict | str = "corr"
+    rebalancer: dict | str = "none"
+    weighting: dict | str = "none"
     mixup: bool = False
     mixup_weight: float = 1.0
-    loss_weighting: str = "none"
-    cb_beta: float = 0.9999
-    focal_gamma: float = 2.0
-    ldam_scale: float = 30.0
-    drw_start: int | None = None
-    meta_start: int | None = None
-    dev_batch: int = 100
-    oracle_counts: bool = False
     init_from: str | None = None
+
+    def __post_init__(self):
+        for kind in components.KINDS:
+            value = getattr(self, kind)
+            setattr(self, kind, {"name": value} if isinstance(value, str) else dict(value))
+
+    def name(self, kind):
+        """The chosen component of ``kind`` (``"records"``)."""
+        return getattr(self, kind)["name"]
+
+    def declaration(self, kind):
+        """The :class:`ltpll.components.Component` chosen for ``kind``."""
+        return components.get(kind, self.name(kind))
 
     @property
     def records(self):
         """True when RECORDS (momentum or per-epoch) estimates the prior."""
-        return self.rebalance in ("records", "epoch-records")
-
-    def method_config(self):
-        """The disambiguation method's config dict (name and options)."""
-        from ltpll.disambiguation import get_method
-
-        return get_method(self.method, beta=self.lw_beta).get_config()
+        return self.name("rebalancer") in ("records", "epoch-records")
 
     def validate(self):
-        from ltpll.disambiguation import METHODS
-        from ltpll.models.backbones import BACKBONES
-        from ltpll.rebalancing import REBALANCERS
-
-        if self.backbone not in BACKBONES:
-            raise LTPLLError(
-                f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}"
-            )
-        if self.method not in METHODS:
-            raise LTPLLError(
-                f"unknown PLL method {self.method!r}; choose one of {', '.join(sorted(METHODS))}"
-            )
-        if self.rebalance not in REBALANCERS:
-            raise LTPLLError(
-                f"unknown --rebalance {self.rebalance!r}; choose one of {', '.join(REBALANCERS)}"
-            )
-        if not 0.0 <= self.records_momentum < 1.0:
-            raise LTPLLError(
-                f"--records-momentum must be in [0, 1); received {self.records_momentum}"
-            )
-        if self.la_tau < 0:
-            raise LTPLLError(f"--la-tau must be >= 0; received {self.la_tau}")
-        if self.la_ramp_epochs is not None and self.la_ramp_epochs < 1:
-            raise LTPLLError(f"--la-ramp-epochs must be >= 1; received {self.la_ramp_epochs}")
-        if self.lw_beta < 0:
-            raise LTPLLError(f"--lw-beta must be >= 0; received {self.lw_beta}")
+        for kind in components.KINDS:
+            setattr(self, kind, components.resolve(kind, getattr(self, kind)))
         if self.mixup_weight < 0:
             raise LTPLLError(f"--mixup-weight must be >= 0; received {self.mixup_weight}")
-        from ltpll.rebalancing.reweighting import validate_weighting
-
-        validate_weighting(self.loss_weighting, self.cb_beta, self.focal_gamma,
-                           scale=self.ldam_scale)
-        for flag, value in (("--drw-start", self.drw_start), ("--meta-start", self.meta_start)):
-            if value is not None and value < 0:
-                raise LTPLLError(f"{flag} must be >= 0; received {value}")
-        if self.dev_batch < 1:
-            raise LTPLLError(f"--dev-batch must be >= 1; received {self.dev_batch}")
-
-    def weighting_start(self, epochs):
-        """The epoch a deferred weighting starts (``ldam-drw``, ``meta``); 0 for the others."""
-        if self.loss_weighting == "ldam-drw":
-            return self.drw_start if self.drw_start is not None else int(0.8 * epochs)
-        if self.loss_weighting == "meta":
-            return self.meta_start if self.meta_start is not None else epochs // 2
-        return 0
 
 
 @dataclass
@@ -267,15 +270,23 @@ class RunConfig:
     version: int = CONFIG_VERSION
 
     def validate(self):
+        """Checks every part, completes the components' configs and ``dev_per_class``.
+
+        Returns:
+            ``self``, so ``RunConfig(...).validate()`` can be passed on.
+        """
         self.data.validate()
         self.model.validate()
         self.train.validate()
-        if self.model.loss_weighting == "meta":
-            if self.data.dev_per_class < 1:
-                raise LTPLLError("--loss-weighting meta needs a clean dev set: --dev-per-class "
-                                 "must be >= 1")
-            if self.train.distribute != "none":
-                raise LTPLLError("--loss-weighting meta runs on one device; it does not support "
+        chosen = [self.model.declaration(kind) for kind in components.KINDS]
+        if self.data.dev_per_class is None:
+            self.data.dev_per_class = max(component.dev_per_class for component in chosen)
+        for component in chosen:
+            flag = f"{components.KINDS[component.kind].flag} {component.name}"
+            if component.dev_per_class and self.data.dev_per_class < 1:
+                raise LTPLLError(f"{flag} needs a clean dev set: --dev-per-class must be >= 1")
+            if component.single_device and self.train.distribute != "none":
+                raise LTPLLError(f"{flag} runs on one device; it does not support "
                                  f"--distribute {self.train.distribute}")
         return self
 

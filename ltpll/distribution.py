@@ -97,6 +97,33 @@ def multi_worker_task():
     return task_type, index, cluster
 
 
+def make_strategy(distribute):
+    """The tf.distribute strategy for ``--distribute`` (None for a single device).
+
+    ``mirrored``: MirroredStrategy over the local GPUs. ``multi-worker``:
+    MultiWorkerMirroredStrategy over the cluster in ``TF_CONFIG``; it must be created before any
+    other TensorFlow op of the process, so training and resuming call this first.
+
+    Raises:
+        LTPLLError: without the TensorFlow backend, or with a missing or invalid ``TF_CONFIG``.
+    """
+    if distribute == "none":
+        return None
+    if keras.backend.backend() != "tensorflow":
+        raise LTPLLError(f"--distribute {distribute} needs the TensorFlow backend "
+                         "(KERAS_BACKEND=tensorflow)")
+    if distribute == "multi-worker":
+        return multi_worker_strategy()
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy()
+
+
+def strategy_scope(strategy):
+    """``strategy.scope()``, or a scope that does nothing for a single device."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
 def multi_worker_strategy():
     """``tf.distribute.MultiWorkerMirroredStrategy`` for the cluster in ``TF_CONFIG``.
 

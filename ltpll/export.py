@@ -26,6 +26,7 @@ import shutil
 import tempfile
 
 from ltpll.errors import LTPLLError
+from ltpll.fileio import DirectoryNotMoved, atomic_directory
 
 # What an export directory holds (beside the SavedModel's own variables/ and fingerprint.pb).
 EXPORT_FILES = {
@@ -75,7 +76,8 @@ def export(run_dir, out_dir):
     tf = _tensorflow()
     import keras
 
-    from ltpll.training import RUN_FILES, load_run
+    from ltpll.run_dir import RUN_FILES
+    from ltpll.saving import load_run
 
     if keras.backend.backend() != "tensorflow":
         raise LTPLLError("export needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
@@ -86,18 +88,14 @@ def export(run_dir, out_dir):
     class_names = [str(name) for name in counts["class_names"]]
     _check_class_names(class_names)
 
-    tmp = f"{out_dir}.tmp-{os.getpid()}"
-    if os.path.exists(tmp):  # left by a crashed export of an earlier process with our pid
-        shutil.rmtree(tmp)
     try:
-        _write_saved_model(tf, model, class_names, tmp)
-        shutil.copyfile(os.path.join(run_dir, RUN_FILES["model"]),
-                        os.path.join(tmp, EXPORT_FILES["keras"]))
-        _write_metadata(tmp, model, class_names)
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(out_dir) as tmp:
+            _write_saved_model(tf, model, class_names, tmp)
+            shutil.copyfile(os.path.join(run_dir, RUN_FILES["model"]),
+                            os.path.join(tmp, EXPORT_FILES["keras"]))
+            _write_metadata(tmp, model, class_names)
+    except DirectoryNotMoved as error:
+        raise LTPLLError(f"cannot move the export into {out_dir}: {error.reason}") from None
     return out_dir
 
 
@@ -115,15 +113,6 @@ def _check_class_names(class_names):
     bad = [name for name in class_names if not name or "\n" in name or "\r" in name]
     if bad:
         raise LTPLLError(f"class names must be non-empty single lines to export; received {bad!r}")
-
-
-def _move_into_place(tmp, out_dir):
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    try:
-        os.replace(tmp, out_dir)  # also replaces an empty directory
-    except OSError as error:
-        raise LTPLLError(f"cannot move the export into {out_dir}: {error.strerror}") from None
 
 
 def _write_saved_model(tf, model, class_names, path):

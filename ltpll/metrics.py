@@ -92,3 +92,11 @@ def prior_distance(estimated_prior, train_counts):
     """L2 distance between an estimated class prior and the true training distribution."""
     counts = np.asarray(train_counts, dtype=np.float64)
     return float(np.linalg.norm(np.asarray(estimated_prior) - counts / counts.sum()))
+
+
+EVAL_BATCH_SIZE = 512
+
+
+def predict_logits(model, images, batch_size=EVAL_BATCH_SIZE):
+    """Debiased logits of a uint8 image array, batch by batch (``model.predict``)."""
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))

@@ -4,7 +4,6 @@ import math
 import time
 
 import keras
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -110,7 +109,3 @@ def per_class_table(metrics, class_counts=None):
         row += [group_of.get(c, "-"), _fmt(metrics["per_class"][c], ".2%")]
         table.add_row(*row)
     return table
-
-
-def make_console(stderr=False):
-    return Console(stderr=stderr, highlight=False)

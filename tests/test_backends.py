@@ -15,7 +15,7 @@ TRAIN_A_FEW_STEPS = r"""
 import json, numpy as np, keras
 from ltpll.models.backbones import build_backbone
 from ltpll.models.pll_model import PLLModel, UpdateStart
-from ltpll.rebalancing import Records
+from ltpll.callbacks import Records
 from tests.helpers import tiny_pll_arrays
 n, c = 32, 4
 images, candidates, labels = tiny_pll_arrays(n, c, rate=0.5)
@@ -71,7 +71,7 @@ import numpy as np, keras
 sys.path.insert(0, ".")
 from tests.helpers import tiny_model
 from ltpll.models.pll_model import UpdateStart
-from ltpll.rebalancing import Records
+from ltpll.callbacks import Records
 rng = np.random.default_rng(0)
 n, c = 48, 5
 images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)

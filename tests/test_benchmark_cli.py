@@ -8,7 +8,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from ltpll.cli.main import main
 
 TINY = ["--imbalance-ratios", "2", "--partial-rates", "0.3", "--seeds", "3", "--backbone", "tiny",
         "--epochs", "1", "--batch-size", "8", "--lr", "0.05", "--eval-every", "1"]
@@ -41,7 +41,7 @@ def test_grid_writes_one_run_per_cell_and_the_tables(finished_grid):
         metrics = json.load(open(os.path.join(row["run_dir"], "metrics.json")))
         assert float(row["top1"]) == pytest.approx(metrics["top1"])
         config = json.load(open(os.path.join(row["run_dir"], "config.json")))
-        assert (config["model"]["method"], config["model"]["rebalance"]) == (
+        assert (config["model"]["method"]["name"], config["model"]["rebalancer"]["name"]) == (
             row["method"], row["rebalancer"])
         assert config["data"]["imbalance_ratio"] == 2.0 and config["train"]["seed"] == 3
     markdown = open(os.path.join(output, "results.md")).read()

@@ -8,7 +8,7 @@ import os
 import numpy as np
 from click.testing import CliRunner
 
-from cli.main import main
+from ltpll.cli.main import main
 from tests.helpers import FOLDER_CLASSES as CLASSES
 from tests.helpers import PER_CLASS
 

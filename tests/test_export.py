@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import main
+from ltpll.cli.main import main
 from tests.helpers import FOLDER_CLASSES as CLASSES
 from tests.helpers import run_python
 
@@ -81,7 +81,8 @@ def exported(run_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(run_dir, image_folder):
     """The test images and the Keras model's probabilities on them (what evaluate computes)."""
-    from ltpll.training import load_run, predict_logits
+    from ltpll.metrics import predict_logits
+    from ltpll.saving import load_run
 
     _, counts, model = load_run(run_dir)
     files = sorted(glob.glob(os.path.join(image_folder, "test", "*", "*.png")))
@@ -101,7 +102,7 @@ def test_saved_model_matches_keras_in_a_process_without_ltpll(exported, referenc
     import tensorflow as tf
 
     from ltpll.export import _fit
-    from ltpll.training import predict_logits
+    from ltpll.metrics import predict_logits
 
     model, images = reference["model"], reference["images"]
     # Other sizes and formats: twice as large (resized in the graph) and JPEG (decoded with the
@@ -202,7 +203,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
 def test_assets_and_keras_copy(exported, reference, run_dir):
     import keras
 
-    from ltpll.training import predict_logits
+    from ltpll.metrics import predict_logits
 
     with open(os.path.join(exported, "assets", "class_names.txt")) as handle:
         assert handle.read().splitlines() == reference["class_names"] == CLASSES

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from click.testing import CliRunner
 
-from cli.main import main
+from ltpll.cli.main import main
 from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ltpll.training import train
 
@@ -14,7 +14,7 @@ from ltpll.training import train
 def _config(folder, output, **train_options):
     return RunConfig(
         data=DataConfig(dataset=folder, imbalance_ratio=2.0, partial_rate=0.3),
-        model=ModelConfig(backbone="tiny", rebalance="records"),
+        model=ModelConfig(backbone="tiny", rebalancer="records"),
         train=TrainConfig(epochs=2, batch_size=8, lr=0.05, eval_every=2, seed=4,
                           **train_options),
         output=str(output),

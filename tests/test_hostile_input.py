@@ -12,7 +12,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from ltpll.cli.main import main
 from tests.helpers import FOLDER_CLASSES as CLASSES
 from tests.helpers import PER_CLASS
 

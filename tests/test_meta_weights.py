@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ltpll.rebalancing.meta_weights import meta_offsets
+from ltpll.weighting.meta import meta_offsets
 from tests.helpers import run_python
 
 RNG = np.random.default_rng(0)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from ltpll.disambiguation import METHODS, get_method
+from ltpll import components
+from ltpll.disambiguation import get_method
 from ltpll.models.pll_model import UpdateStart
 from tests.helpers import run_python, targets, tiny_model
 
@@ -16,7 +17,7 @@ def _np(x):
 
 
 @pytest.mark.parametrize("mixup", [False, True])
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", components.names("method"))
 def test_method_trains_and_keeps_rows_inside_candidates(method, mixup, tiny_pll_data):
     images, candidates, labels = tiny_pll_data
     model = tiny_model(images, candidates, method=method, mixup=mixup, deterministic=False)
@@ -33,12 +34,12 @@ def test_method_trains_and_keeps_rows_inside_candidates(method, mixup, tiny_pll_
         assert np.all(np.isclose(table.max(axis=1), 1.0))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", components.names("method"))
 def test_views_follow_the_method(method, tiny_pll_data):
     images, candidates, _ = tiny_pll_data
     outputs = tiny_model(images, candidates, method=method, mixup=True)(images[:8], training=True)
     views = get_method(method).views
-    expected = {"logits_w", "features_w", "logits_w_mix", "mix_lambda", "mix_perm"}
+    expected = {"views", "logits_w", "features_w", "logits_w_mix", "mix_lambda", "mix_perm"}
     if views == 2:
         expected |= {"logits_s", "features_s", "logits_s_mix"}
     assert set(outputs) == expected
@@ -57,7 +58,7 @@ def test_mixed_term_mixes_images_and_targets_and_waits_for_updates(tiny_pll_data
     assert 0.5 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(8))
     # The mixed view is the network on lam * x + (1 - lam) * x[perm] (identity augmentation).
     x = batch.astype("float32") / 255.0
-    expected_logits = mixed.head(mixed.backbone(mixed._normalise(lam * x + (1 - lam) * x[perm])))
+    expected_logits = mixed.head(mixed.backbone(mixed.normalise(lam * x + (1 - lam) * x[perm])))
     assert np.allclose(_np(outputs["logits_w_mix"]), _np(expected_logits), atol=1e-4)
 
     plain_loss = float(_np(plain.compute_loss(batch, y, plain(batch, training=True),
@@ -87,16 +88,18 @@ def test_methods_mixup_and_oracle_ramp_train_on_jax():
     out = run_python("""
         import keras, numpy as np
         from ltpll.models.pll_model import UpdateStart
-        from ltpll.rebalancing import make_rebalancer
+        from ltpll import components
         from tests.helpers import targets, tiny_model, tiny_pll_arrays
         images, candidates, labels = tiny_pll_arrays()
         for method in ("proden", "lw", "cavl", "corr"):
-            layer = make_rebalancer("temp-oracle-la", class_counts=[8, 8, 8, 8], ramp_epochs=2)
+            layer = components.build(
+                "rebalancer", {"name": "temp-oracle-la", "ramp_epochs": 2},
+                components.BuildContext(class_counts=[8, 8, 8, 8]))
             model = tiny_model(images, candidates, rebalancer=layer, method=method, mixup=True,
                                deterministic=False)
             model.compile(optimizer=keras.optimizers.SGD(0.05))
             model.fit(images, targets(candidates, labels), batch_size=8, epochs=2, verbose=0,
-                      callbacks=[UpdateStart(0), *layer.callbacks()])
+                      callbacks=[UpdateStart(0)])  # the model adds the ramp itself
             table = keras.ops.convert_to_numpy(model.confidence)
             ok = np.allclose(table.sum(1), 1, atol=1e-5) and np.all(table[candidates == 0] == 0)
             print(method, ok, float(keras.ops.convert_to_numpy(layer.temperature)))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from ltpll.cli.main import main
 from tests.helpers import REPO
 
 pytest.importorskip("tensorflow")
@@ -87,13 +87,13 @@ def worker_env(ports, index, **extra):
 # single-process run on the same global batches. argv: "multi-worker" or "none", output .npz.
 TRAIN_SNIPPET = textwrap.dedent(r"""
     import contextlib, sys
-    from ltpll.training import make_strategy
+    from ltpll.distribution import make_strategy
     strategy = make_strategy(sys.argv[1])  # first: before any other TensorFlow op
     import keras, numpy as np
     from ltpll.data.pipeline import steps_per_epoch, train_dataset
     from ltpll.distribution import shard_global_batches
     from ltpll.models.pll_model import UpdateStart
-    from ltpll.rebalancing import Records
+    from ltpll.callbacks import Records
     from tests.helpers import tiny_model, tiny_pll_arrays
     n, c, batch, epochs = 48, 5, 8, 2
     images, candidates, labels = tiny_pll_arrays(n, c, rate=0.5)
@@ -149,7 +149,7 @@ def test_cli_two_workers_the_chief_writes_the_run(image_folder, tmp_path):
     run = str(tmp_path / "run")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    argv = [sys.executable, "-m", "cli.main", "train", "--dataset", image_folder,
+    argv = [sys.executable, "-m", "ltpll.cli.main", "train", "--dataset", image_folder,
             "--distribute", "multi-worker", "--output", run, *CLI_ARGS]
     (code0, out0), (code1, out1) = run_together(
         [(argv, worker_env(ports, i, TMPDIR=str(scratch))) for i in range(2)], tmp_path)
@@ -201,10 +201,10 @@ def test_invalid_tf_config_is_a_user_error(monkeypatch, value, words):
 @pytest.mark.slow
 def test_a_worker_that_dies_stops_the_other_with_one_line(image_folder, tmp_path):
     ports = free_ports(2)
-    train = [sys.executable, "-m", "cli.main", "train", "--dataset", image_folder,
+    train = [sys.executable, "-m", "ltpll.cli.main", "train", "--dataset", image_folder,
              "--distribute", "multi-worker", "--output", str(tmp_path / "run"), *CLI_ARGS]
     joins_then_exits = [sys.executable, "-c",
-                        "from ltpll.training import make_strategy; make_strategy('multi-worker')"]
+                        "from ltpll.distribution import make_strategy; make_strategy('multi-worker')"]
     (code0, out0), (code1, _) = run_together(
         [(train, worker_env(ports, 0)), (joins_then_exits, worker_env(ports, 1))], tmp_path)
     assert code1 == 0

@@ -1,13 +1,15 @@
 """PLLModel's training step: which confidence rows change, and to what."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
+from ltpll.callbacks import Records
 from ltpll.errors import LTPLLError
 from ltpll.models.pll_model import UpdateStart
-from ltpll.rebalancing import Records
 from tests.helpers import targets, tiny_model
 
 
@@ -108,3 +110,59 @@ def test_bad_candidate_shapes_and_empty_sets_are_rejected(tiny_pll_data):
     empty[3] = 0
     with pytest.raises(LTPLLError, match="empty"):
         model.set_candidates(empty)
+
+
+def test_the_records_example_disambiguates_without_update_start(tiny_pll_data):
+    """The docstring's example (fit with the Records callback only) moves the table."""
+    images, candidates, labels = tiny_pll_data
+    records = Records(momentum=0.9)
+    model = tiny_model(images, candidates, rebalancer=records)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = _table(model)
+    model.fit(images, targets(candidates, labels), batch_size=8, epochs=1, verbose=0,
+              callbacks=[records])
+    assert not np.allclose(_table(model), before)
+    assert len(records.history) == 1
+
+
+def test_regularizers_of_the_backbone_join_the_loss(tiny_pll_data):
+    images, candidates, labels = tiny_pll_data
+    model = tiny_model(images, candidates)
+    batch, y = images[:8], targets(candidates, labels, np.arange(8))
+    outputs = model(batch, training=True)
+
+    def loss():
+        return float(ops.convert_to_numpy(model.compute_loss(batch, y, outputs, training=False)))
+
+    plain = loss()
+    kernel = model.backbone.get_layer("conv").kernel
+    kernel.regularizer = keras.regularizers.L2(0.5)   # as a user's backbone would declare it
+    penalty = 0.5 * float(np.sum(np.square(ops.convert_to_numpy(kernel))))
+    assert penalty > 0
+    assert np.isclose(loss() - plain, penalty, rtol=1e-4)
+
+
+def test_load_model_works_in_a_fresh_interpreter(tiny_pll_data, tmp_path):
+    """keras.saving.load_model needs ltpll's layers imported first; ltpll.load_model does it."""
+    from ltpll import components
+    from tests.helpers import run_python
+
+    images, candidates, labels = tiny_pll_data
+    context = components.BuildContext(num_classes=4, class_counts=[8, 8, 8, 8], epochs=2)
+    model = tiny_model(images, candidates,
+                       rebalancer=components.build("rebalancer", "temp-oracle-la", context),
+                       weighting=components.build("weighting", "ldam", context))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    np.save(tmp_path / "images.npy", images)
+    expected = model.predict(images, verbose=0)
+    out = run_python(f"""
+        import json, numpy as np, ltpll
+        model = ltpll.load_model({str(tmp_path)!r} + "/model.keras")
+        images = np.load({str(tmp_path)!r} + "/images.npy")
+        print(json.dumps([type(model.head).__name__, type(model.rebalancer).__name__,
+                          model.predict(images, verbose=0).tolist()]))
+    """)
+    head, rebalancer, predicted = json.loads(out.strip().splitlines()[-1])
+    assert (head, rebalancer) == ("CosineHead", "OracleLogitAdjustment")
+    assert np.allclose(predicted, expected, atol=1e-5)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import main
+from ltpll.cli.main import main
 from ltpll.errors import LTPLLError
 from ltpll.representation.pseudo_label import (
     leftover_pool,
@@ -106,7 +106,7 @@ def test_cap_keeps_the_most_confident_in_pool_order():
 
 
 def test_labels_of_a_pll_model_are_its_debiased_predictions():
-    from ltpll.training import predict_logits
+    from ltpll.metrics import predict_logits
 
     images, candidates, _ = tiny_pll_arrays(n=12)
     model = tiny_model(images, candidates)
@@ -307,7 +307,8 @@ def run_dir(image_folder, tmp_path_factory):
 
 
 def test_command_labels_a_folder(run_dir, unlabeled_folder, tmp_path):
-    from ltpll.training import load_run, predict_logits
+    from ltpll.metrics import predict_logits
+    from ltpll.saving import load_run
 
     folder, order, _ = unlabeled_folder
     out = str(tmp_path / "pl.npz")
@@ -357,7 +358,7 @@ def test_command_labels_the_left_over_training_images(run_dir, image_folder, tmp
 
 
 def test_leftover_pool_is_the_unused_part_of_the_split(run_dir):
-    from ltpll.training import load_run
+    from ltpll.saving import load_run
 
     config, counts, _ = load_run(run_dir)
     images, labels, paths = leftover_pool(config)

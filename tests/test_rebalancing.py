@@ -8,16 +8,12 @@ import numpy as np
 import pytest
 from keras import ops
 
+from ltpll import components
+from ltpll.callbacks import PriorLog
 from ltpll.config import RunConfig
 from ltpll.errors import LTPLLError
 from ltpll.models.pll_model import UpdateStart
-from ltpll.rebalancing import (
-    REBALANCERS,
-    EpochRecordsPrior,
-    OracleLogitAdjustment,
-    PriorLog,
-    make_rebalancer,
-)
+from ltpll.rebalancing import EpochRecordsPrior, OracleLogitAdjustment
 from tests.helpers import targets, tiny_model
 
 COUNTS = [30, 10]            # true prior (0.75, 0.25)
@@ -27,6 +23,11 @@ LOGITS = np.array([[1.0, 0.5]], dtype="float32")
 
 def _np(x):
     return ops.convert_to_numpy(x)
+
+
+def make_rebalancer(name, class_counts=None, epochs=4, **options):
+    context = components.BuildContext(class_counts=class_counts, epochs=epochs)
+    return components.build("rebalancer", {"name": name, **options}, context)
 
 
 def test_oracle_la_subtracts_tau_log_prior_when_disambiguating_and_predicting():
@@ -87,11 +88,18 @@ def test_bad_rebalancer_settings_are_user_errors():
         OracleLogitAdjustment(COUNTS, tau=-1)
 
 
-@pytest.mark.parametrize("name", REBALANCERS)
+def test_temp_oracle_la_ramps_over_half_the_run_by_default():
+    assert make_rebalancer("temp-oracle-la", COUNTS, epochs=10).ramp_epochs == 5
+    assert make_rebalancer("temp-oracle-la", COUNTS, ramp_epochs=3).ramp_epochs == 3
+    assert make_rebalancer("oracle-la-posthoc", COUNTS).posthoc
+    assert make_rebalancer("oracle-la", COUNTS, tau=0.5).tau == 0.5
+
+
+@pytest.mark.parametrize("name", components.names("rebalancer"))
 def test_each_rebalancer_trains_saves_and_reloads(name, tiny_pll_data, tmp_path):
     images, candidates, labels = tiny_pll_data
     counts = np.bincount(labels, minlength=candidates.shape[1])
-    layer = make_rebalancer(name, class_counts=counts, ramp_epochs=2)
+    layer = make_rebalancer(name, class_counts=counts, epochs=4)
     model = tiny_model(images, candidates, rebalancer=layer)
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
     log = PriorLog(counts)
@@ -138,11 +146,11 @@ def test_oracle_la_moves_confidence_towards_rare_classes_compared_with_plain(tin
 def test_config_version_1_runs_still_load():
     payload = RunConfig().to_dict()
     payload["version"] = 1
-    payload["model"] = {**{k: v for k, v in payload["model"].items()
-                           if k not in ("rebalance", "la_tau", "la_ramp_epochs", "lw_beta",
-                                        "mixup", "mixup_weight")}, "records": True}
-    config = RunConfig.from_dict(json.loads(json.dumps(payload)))
-    assert config.model.rebalance == "records" and config.model.records
+    payload["model"] = {"backbone": "resnet18", "method": "corr", "records": True,
+                        "records_momentum": 0.8}
+    config = RunConfig.from_dict(json.loads(json.dumps(payload))).validate()
+    assert config.model.rebalancer == {"name": "records", "momentum": 0.8}
+    assert config.model.records
     payload["version"] = 0
     with pytest.raises(LTPLLError, match="incompatible"):
         RunConfig.from_dict(payload)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from keras import ops
 
+from ltpll.callbacks import Records
 from ltpll.errors import LTPLLError
-from ltpll.rebalancing import Records, RecordsPrior
+from ltpll.rebalancing import RecordsPrior
 
 
 def _head(kernel, bias):

@@ -7,11 +7,12 @@ import keras
 import numpy as np
 import pytest
 
+from ltpll.assembly import build_model
 from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ltpll.data.prepare import channel_statistics, prepare_data
 from ltpll.errors import LTPLLError
 from ltpll.representation.pseudo_label import save_pseudo_labels
 from ltpll.representation.ssp import pretrain
-from ltpll.training import build_model, channel_statistics, prepare_data
 from tests.helpers import FOLDER_CLASSES
 
 
@@ -34,11 +35,11 @@ def test_init_from_starts_the_model_from_the_pretrained_backbone(image_folder, t
                              output=str(tmp_path / "ssp"), log=_quiet, jit_compile=False)
     config = _config(image_folder, tmp_path, init_from=str(tmp_path / "ssp"))
     data = prepare_data(config.data, config.train.seed, log=_quiet)
-    model, _ = build_model(config, data, *channel_statistics(data.images))
+    model = build_model(config, data, *channel_statistics(data.images))
     for mine, theirs in zip(model.backbone.weights, pretrained.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine),
                                       keras.ops.convert_to_numpy(theirs))
-    fresh, _ = build_model(dataclasses.replace(config, model=ModelConfig(backbone="tiny")),
+    fresh = build_model(dataclasses.replace(config, model=ModelConfig(backbone="tiny")),
                            data, *channel_statistics(data.images))
     assert any(not np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
                for a, b in zip(fresh.backbone.weights, pretrained.weights))

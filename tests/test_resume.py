@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
-from ltpll.checkpoint import latest_checkpoint, load_checkpoint
+from ltpll.checkpoint import load_checkpoint
+from ltpll.cli.main import main
 from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ltpll.errors import LTPLLError
+from ltpll.run_dir import latest_checkpoint
 from ltpll.training import resume, train
 from tests.helpers import REPO
 
@@ -25,7 +26,7 @@ from tests.helpers import REPO
 def _config(folder, output, epochs=4, rebalance="records", mixup=False):
     return RunConfig(
         data=DataConfig(dataset=folder, imbalance_ratio=2.0, partial_rate=0.3),
-        model=ModelConfig(backbone="tiny", method="corr", rebalance=rebalance, mixup=mixup),
+        model=ModelConfig(backbone="tiny", method="corr", rebalancer=rebalance, mixup=mixup),
         train=TrainConfig(epochs=epochs, batch_size=8, lr=0.05, eval_every=2, seed=7,
                           update_start=1),
         output=str(output),
@@ -130,7 +131,7 @@ def test_nan_loss_names_the_epoch_and_keeps_the_last_good_checkpoint(image_folde
 
 def test_sigkill_mid_epoch_then_resume_continues(image_folder, tmp_path):
     run = str(tmp_path / "killed")
-    command = [sys.executable, "-m", "cli.main", "train", "--dataset", image_folder,
+    command = [sys.executable, "-m", "ltpll.cli.main", "train", "--dataset", image_folder,
                "--imbalance-ratio", "2", "--backbone", "tiny", "--epochs", "40",
                "--batch-size", "8", "--lr", "0.05", "--eval-every", "5", "--records",
                "--seed", "3", "--output", run]

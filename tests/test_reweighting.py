@@ -10,22 +10,26 @@ import pytest
 from click.testing import CliRunner
 from keras import ops
 
-from cli.main import main
-from cli.options import LOSS_WEIGHTING_NAMES
+from ltpll import components
+from ltpll.cli.main import main
 from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ltpll.data.devset import hold_out_dev
+from ltpll.data.prepare import prepare_data
 from ltpll.disambiguation import PRODEN
 from ltpll.errors import LTPLLError
-from ltpll.rebalancing.reweighting import (
-    LOSS_WEIGHTINGS,
+from ltpll.weighting import (
+    LDAM,
+    LDAMDRW,
+    ClassBalanced,
     EstimateClassCounts,
-    LossWeighting,
+    Focal,
+    MetaWeighting,
     WeightingStart,
     class_balanced_weights,
     estimated_class_counts,
+    get_weighting,
     ldam_margins,
 )
-from ltpll.training import prepare_data
 from tests.helpers import FOLDER_CLASSES, PER_CLASS, targets, tiny_model
 
 
@@ -58,7 +62,7 @@ def test_ldam_margins_scale_as_inverse_fourth_root_with_largest_half():
 
 
 def test_example_weight_is_the_class_weight_expected_under_the_target_row():
-    layer = LossWeighting("cb", num_classes=3, cb_beta=0.999)
+    layer = ClassBalanced(num_classes=3, beta=0.999)
     layer.refresh([5000, 500, 50])
     w = class_balanced_weights([5000, 500, 50], 0.999)
     rows = np.array([[0, 1, 0], [0.5, 0, 0.5]], dtype="float32")
@@ -73,7 +77,7 @@ def test_focal_weighting_with_proden_is_the_focal_loss_on_one_hot_targets():
     logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], dtype="float32")
     labels = [0, 2]
     one_hot = np.eye(3, dtype="float32")[labels]
-    layer = LossWeighting("focal", num_classes=3, focal_gamma=gamma)
+    layer = Focal(num_classes=3, gamma=gamma)
     weighted = _np(layer.example_weights(one_hot, logits) *
                    PRODEN().example_losses(logits, None, one_hot, one_hot))
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -82,39 +86,39 @@ def test_focal_weighting_with_proden_is_the_focal_loss_on_one_hot_targets():
 
 
 def test_ldam_subtracts_scaled_margin_from_the_target_logit_only():
-    layer = LossWeighting("ldam", num_classes=3, scale=30.0)
+    layer = LDAM(num_classes=3, scale=30.0)
     layer.refresh([10000, 16, 1])
     logits = np.zeros((1, 3), dtype="float32")
     adjusted = _np(layer.margin_logits(logits, np.array([[0, 0, 1]], dtype="float32")))
     np.testing.assert_allclose(adjusted, [[0.0, 0.0, -15.0]])
     # Without margins the logits pass through untouched.
-    plain = LossWeighting("cb", num_classes=3)
+    plain = ClassBalanced(num_classes=3)
     assert _np(plain.margin_logits(logits + 1, logits)).tolist() == [[1.0, 1.0, 1.0]]
 
 
 def test_bad_weighting_options_are_one_line_errors():
     with pytest.raises(LTPLLError, match="--loss-weighting"):
-        LossWeighting("reweigh", num_classes=3)
+        get_weighting("reweigh")
     with pytest.raises(LTPLLError, match="--cb-beta"):
-        LossWeighting("cb", num_classes=3, cb_beta=1.0)
+        ClassBalanced(num_classes=3, beta=1.0)
     with pytest.raises(LTPLLError, match="--focal-gamma"):
-        LossWeighting("focal", num_classes=3, focal_gamma=-1)
+        Focal(num_classes=3, gamma=-1)
     with pytest.raises(LTPLLError, match="dev set"):
-        LossWeighting("meta", num_classes=3)
+        MetaWeighting(num_classes=3)
+    with pytest.raises(LTPLLError, match="dev set"):
+        get_weighting("meta", components.BuildContext(num_classes=3))
     with pytest.raises(LTPLLError, match="--ldam-scale"):
-        ModelConfig(loss_weighting="ldam", ldam_scale=0).validate()
-
-
-def test_cli_lists_every_weighting():
-    assert tuple(LOSS_WEIGHTING_NAMES) == LOSS_WEIGHTINGS
+        ModelConfig(weighting={"name": "ldam", "scale": 0}).validate()
+    with pytest.raises(LTPLLError, match="--oracle-counts needs the true class counts"):
+        get_weighting({"name": "cb", "oracle_counts": True}, components.BuildContext())
 
 
 # --- class counts from the confidence table; the DRW switch -------------------------------
 
 def test_class_counts_are_estimated_from_the_confidence_table_each_epoch(tiny_pll_data):
     images, candidates, labels = tiny_pll_data
-    weighting = LossWeighting("ldam-drw", num_classes=4, cb_beta=0.99)
-    model = tiny_model(images, candidates, weighting=weighting, head="cosine")
+    weighting = LDAMDRW(num_classes=4, beta=0.99)
+    model = tiny_model(images, candidates, weighting=weighting)
     rows = candidates / candidates.sum(axis=1, keepdims=True)
     rows[:8] = np.eye(4)[labels[:8]]   # some rows already disambiguated
     model.confidence.assign(rows)
@@ -130,7 +134,7 @@ def test_class_counts_are_estimated_from_the_confidence_table_each_epoch(tiny_pl
 
 def test_oracle_counts_replace_the_estimate(tiny_pll_data):
     images, candidates, _ = tiny_pll_data
-    weighting = LossWeighting("cb", num_classes=4, oracle_counts=[100, 10, 5, 1])
+    weighting = ClassBalanced(num_classes=4, oracle_counts=[100, 10, 5, 1])
     model = tiny_model(images, candidates, weighting=weighting)
     estimate = EstimateClassCounts()
     estimate.set_model(model)
@@ -141,40 +145,62 @@ def test_oracle_counts_replace_the_estimate(tiny_pll_data):
 
 def test_drw_switches_class_weights_on_at_the_start_epoch(tiny_pll_data):
     images, candidates, _ = tiny_pll_data
-    weighting = LossWeighting("ldam-drw", num_classes=4)
-    model = tiny_model(images, candidates, weighting=weighting, head="cosine")
-    start = WeightingStart(2)
+    weighting = LDAMDRW(num_classes=4, start=2)
+    model = tiny_model(images, candidates, weighting=weighting)
+    assert {type(c) for c in model.training_callbacks()} == {EstimateClassCounts, WeightingStart}
+    (start,) = [c for c in model.training_callbacks() if isinstance(c, WeightingStart)]
     start.set_model(model)
+    start.set_params({"epochs": 10})
     seen = []
     for epoch in range(4):
         start.on_epoch_begin(epoch)
         seen.append(float(_np(weighting.active)))
     assert seen == [0.0, 0.0, 1.0, 1.0]
+    assert type(model.head).__name__ == "CosineHead"
 
 
 def test_deferred_start_defaults():
-    assert ModelConfig(loss_weighting="ldam-drw").weighting_start(200) == 160
-    assert ModelConfig(loss_weighting="meta").weighting_start(16) == 8
-    assert ModelConfig(loss_weighting="meta", meta_start=3).weighting_start(16) == 3
-    assert ModelConfig(loss_weighting="cb").weighting_start(16) == 0
+    context = components.BuildContext(num_classes=3, dev_images=np.zeros((3, 8, 8, 3), "uint8"),
+                                      dev_labels=np.arange(3))
+    assert get_weighting("ldam-drw").start_epoch(200) == 160
+    assert get_weighting("meta", context).start_epoch(16) == 8
+    assert get_weighting({"name": "meta", "start": 3}, context).start_epoch(16) == 3
+    assert get_weighting("cb").start_epoch(16) == 0
+
+
+def test_fit_switches_a_deferred_weighting_on_by_itself(tiny_pll_data):
+    """No callback passed: the model's fit adds WeightingStart, which reads the run's epochs."""
+    images, candidates, labels = tiny_pll_data
+    weighting = LDAMDRW(num_classes=4)      # default start: 80% of the epochs
+    model = tiny_model(images, candidates, weighting=weighting)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(float(_np(weighting.active)))
+
+    model.fit(images, targets(candidates, labels), batch_size=16, epochs=5, verbose=0,
+              callbacks=[Watch()])
+    assert seen == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert not np.allclose(_np(weighting.margins), 0.0)  # EstimateClassCounts ran too
 
 
 # --- every weighting inside a model: trains, saves, reloads -------------------------------
 
 def _fit_weighted(kind, images, candidates, labels, seed=7, active=None, **kwargs):
     keras.utils.set_random_seed(seed)
-    dev = {"dev_size": 8, "image_shape": images.shape[1:]} if kind == "meta" else {}
-    weighting = LossWeighting(kind, num_classes=candidates.shape[1], seed=1, **dev, **kwargs)
+    context = components.BuildContext(num_classes=candidates.shape[1], seed=1,
+                                      dev_images=images[:8], dev_labels=labels[:8])
+    weighting = get_weighting({"name": kind, **kwargs}, context)
     if kind == "meta":
-        weighting.set_dev(images[:8], labels[:8])
         weighting.constant_lr.assign(0.1)
-    model = tiny_model(images, candidates, weighting=weighting,
-                       head="cosine" if weighting.uses_margins else "linear")
+    model = tiny_model(images, candidates, weighting=weighting)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
-    if active is not None:
-        weighting.active.assign(active)
+    # A WeightingStart of our own replaces the model's: on from the start, or never.
+    callbacks = [] if active is None else [WeightingStart(0 if active else 10**6)]
     model.fit(images, targets(candidates, labels), batch_size=16, epochs=1, shuffle=False,
-              verbose=0)
+              verbose=0, callbacks=callbacks)
     return model
 
 
@@ -189,7 +215,7 @@ def test_meta_weights_change_the_step_only_once_active(tiny_pll_data):
     np.testing.assert_allclose(_head_kernel(meta_off), _head_kernel(plain), atol=1e-6)
     cb = _fit_weighted("cb", images, candidates, labels, active=1.0)
     meta_on = _fit_weighted("meta", images, candidates, labels, active=1.0)
-    # Same class weights (all 1 before any estimate), plus the learned offsets.
+    # Same class weights (estimated from the same table), plus the learned offsets.
     assert np.abs(_head_kernel(meta_on) - _head_kernel(cb)).max() > 1e-5
 
 
@@ -241,7 +267,7 @@ def test_prepare_data_holds_the_dev_set_out_of_training(image_folder):
 
 def test_meta_without_a_dev_set_is_refused():
     config = RunConfig(data=DataConfig(dev_per_class=0),
-                       model=ModelConfig(loss_weighting="meta"), train=TrainConfig())
+                       model=ModelConfig(weighting="meta"), train=TrainConfig())
     with pytest.raises(LTPLLError, match="--dev-per-class"):
         config.validate()
 

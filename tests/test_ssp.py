@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from ltpll.cli.main import main
 from ltpll.config import DataConfig
 from ltpll.errors import LTPLLError
 from ltpll.models.backbones import build_backbone
@@ -236,7 +236,7 @@ def test_pretrain_command_refuses_a_backbone_it_does_not_know(image_folder, tmp_
     result = CliRunner().invoke(main, ["pretrain", "--dataset", image_folder, "--backbone",
                                        "vgg", "--output", str(out)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.stderr.count("\n") == 1 and "unknown backbone 'vgg'" in result.stderr
+    assert result.stderr.count("\n") == 1 and "unknown --backbone 'vgg'" in result.stderr
     assert not out.exists()
 
 

@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 
+from ltpll import components
 from ltpll.errors import LTPLLError
 from ltpll.fileio import read_json
-from ltpll.training import RUN_FILES
+from ltpll.run_dir import RUN_FILES, read_config
 
 CELLS_DIR = "cells"
 GRID_KEYS = ("methods", "rebalancers", "imbalance_ratios", "partial_rates", "seeds")
@@ -66,7 +67,10 @@ class Grid:
             )
         ]
 
-    def validate(self, known_methods, known_rebalancers):
+    def validate(self, known_methods=None, known_rebalancers=None):
+        """Checks the axes against the registered methods and rebalancers (or the given names)."""
+        known_methods = known_methods or components.names("method")
+        known_rebalancers = known_rebalancers or components.names("rebalancer")
         for key in GRID_KEYS:
             if not getattr(self, key):
                 raise LTPLLError(f"the grid has no {key.replace('_', ' ')}")
@@ -142,7 +146,8 @@ def finished_row(cell, run_dir, expected_config=None):
     config_path = os.path.join(run_dir, RUN_FILES["config"])
     if not (os.path.exists(metrics_path) and os.path.exists(config_path)):
         return None
-    config = read_json(config_path)
+    # Migrated to this version, so a cell finished by an older ltpll compares like with like.
+    config = read_config(run_dir).to_dict()
     if expected_config is not None and not same_settings(config, expected_config):
         differences = [
             f"{section}.{key}"

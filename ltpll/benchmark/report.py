@@ -23,21 +23,12 @@ import statistics
 
 from rich.table import Table
 
+from ltpll import components
 from ltpll.fileio import atomic_path
 
-METHOD_ORDER = ("corr", "proden", "lw", "cavl")
-METHOD_NAMES = {"corr": "CORR", "proden": "PRODEN", "lw": "LW", "cavl": "CAVL"}
-# Table 1 order inside a method's block: the plain method, the oracles, then RECORDS last.
-REBALANCER_ORDER = (
-    "none", "oracle-la-posthoc", "oracle-la", "temp-oracle-la", "epoch-records", "records",
-)
-REBALANCER_NAMES = {
-    "records": "RECORDS",
-    "oracle-la": "Oracle-LA",
-    "oracle-la-posthoc": "Oracle-LA post-hoc",
-    "temp-oracle-la": "Temp Oracle-LA",
-    "epoch-records": "epoch RECORDS",
-}
+# Row labels and order come from the component registry (ltpll.components): each method and
+# rebalancer declares its label, and Table 1 lists them in registration order (inside a method's
+# block: the plain method, the oracles, then RECORDS last).
 # results.csv columns; keys of a row not listed here go after these, before run_dir.
 RESULT_COLUMNS = (
     "method", "rebalancer", "imbalance_ratio", "partial_rate", "seed",
@@ -57,9 +48,10 @@ _TEXT_COLUMNS = ("method", "rebalancer", "run_dir")
 # --- names and order ---------------------------------------------------------------------------
 
 def method_name(method):
-    """``"corr"`` -> ``"CORR"``, ``"corr+mixup"`` -> ``"CORR (mixup)"``."""
+    """``"corr"`` -> ``"CORR"``, ``"corr+mixup"`` -> ``"CORR (mixup)"``; a method the registry
+    does not know (a plugin that is not loaded) in capitals."""
     base, *variants = str(method).split("+")
-    name = METHOD_NAMES.get(base, base.upper())
+    name = components.label("method", base) if base in components.names("method") else base.upper()
     return f"{name} ({', '.join(variants)})" if variants else name
 
 
@@ -67,7 +59,7 @@ def rebalancer_label(rebalancer):
     """``"records"`` -> ``"+ RECORDS"``; ``""`` for no rebalancer."""
     if _rebalancer(rebalancer) == "none":
         return ""
-    return f"+ {REBALANCER_NAMES.get(rebalancer, rebalancer)}"
+    return f"+ {components.label('rebalancer', rebalancer)}"
 
 
 def row_label(method, rebalancer):
@@ -87,17 +79,15 @@ def setting_label(imbalance_ratio, partial_rate):
 
 
 def method_key(method):
-    """Sort key: corr, proden, lw, cavl, then others alphabetically; variants after their base."""
+    """Sort key: registered methods in their order, then others alphabetically; variants
+    (``+mixup``) after their base."""
     base, _, variant = str(method).partition("+")
-    rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
-    return (rank, base, variant)
+    return (components.order_key("method", base), base, variant)
 
 
 def rebalancer_key(rebalancer):
     rebalancer = _rebalancer(rebalancer)
-    rank = REBALANCER_ORDER.index(rebalancer) if rebalancer in REBALANCER_ORDER else len(
-        REBALANCER_ORDER)
-    return (rank, rebalancer)
+    return (components.order_key("rebalancer", rebalancer), rebalancer)
 
 
 def group_key(row):

@@ -13,10 +13,9 @@ import keras
 
 from ltpll.benchmark.grid import cell_dir, finished_row, prepare_cell_dir, same_settings
 from ltpll.benchmark.report import write_results
-from ltpll.config import RunConfig
 from ltpll.errors import LTPLLError
-from ltpll.fileio import read_json
-from ltpll.training import RUN_FILES, resume, run_status, train
+from ltpll.run_dir import read_config, run_status
+from ltpll.training import resume, train
 
 
 def run_grid(cells, config_for, output, *, callbacks=None, on_cell=None, log=None, plots=True):
@@ -69,7 +68,7 @@ def _resumable(run_dir, config):
     if run_status(run_dir) != "unfinished":
         return False
     try:
-        saved = RunConfig.from_dict(read_json(os.path.join(run_dir, RUN_FILES["config"])))
+        saved = read_config(run_dir)
     except LTPLLError:  # written by another ltpll version: start over
         return False
     return same_settings(saved.to_dict(), config.to_dict())

@@ -16,11 +16,11 @@ import time
 import keras
 import numpy as np
 
-from ltpll.models.backbones import build_backbone
+from ltpll import components
+from ltpll.assembly import dtype_policy
+from ltpll.data.pipeline import train_batches
+from ltpll.environment import tensorflow_available
 from ltpll.models.pll_model import PLLModel
-from ltpll.rebalancing import make_rebalancer
-from ltpll.rebalancing.reweighting import LossWeighting
-from ltpll.training import dtype_policy, tensorflow_available, train_batches
 
 
 def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32",
@@ -70,33 +70,36 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
 def _full_model(backbone, image_size, num_classes, samples, method, rebalance, seed,
                 steps_per_execution, jit_compile=True, loss_weighting="none"):
     """The PLL model with every switch on: updates, and the weighting active from step one
-    (``meta`` with a dev set of 10 random images per class, so its full cost is timed)."""
+    (a weighting that needs a dev set gets 10 random images per class, so its full cost is
+    timed)."""
     shape = (image_size, image_size, 3)
-    dev_size = 10 * num_classes if loss_weighting == "meta" else 0
-    weighting = LossWeighting(loss_weighting, num_classes=num_classes, dev_size=dev_size,
-                              image_shape=shape, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    dev_size = 10 * num_classes if components.get("weighting", loss_weighting).dev_per_class else 0
+    context = components.BuildContext(
+        num_classes=num_classes, class_counts=np.ones(num_classes), epochs=1,
+        image_size=image_size, image_shape=shape, seed=seed,
+        dev_images=rng.integers(0, 256, (dev_size, *shape), dtype=np.uint8),
+        dev_labels=np.arange(dev_size) % num_classes)
+    weighting = components.build("weighting", loss_weighting, context)
     model = PLLModel(
-        build_backbone(backbone, image_size=image_size), num_classes=num_classes,
+        components.build("backbone", backbone, context), num_classes=num_classes,
         num_samples=samples, image_shape=shape, method=method,
-        rebalancer=make_rebalancer(rebalance, class_counts=np.ones(num_classes)),
+        rebalancer=components.build("rebalancer", rebalance, context),
         weight_decay=5e-4, seed=seed, weighting=weighting,
-        head="cosine" if weighting.uses_margins else "linear",
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile,
                   steps_per_execution=steps_per_execution)
     model.update_enabled.assign(1.0)
     weighting.active.assign(1.0)
-    if weighting.is_meta:
-        rng = np.random.default_rng(seed + 1)
-        weighting.set_dev(rng.integers(0, 256, (dev_size, *shape), dtype=np.uint8),
-                          np.arange(dev_size) % num_classes)
+    if hasattr(weighting, "constant_lr"):
         weighting.constant_lr.assign(0.01)
     return model
 
 
 def _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_compile=True):
     inputs = keras.Input((image_size, image_size, 3))
-    features = build_backbone(backbone, image_size=image_size)(inputs)
+    features = components.build("backbone", backbone,
+                                components.BuildContext(image_size=image_size))(inputs)
     logits = keras.layers.Dense(num_classes, dtype="float32")(features)
     model = keras.Model(inputs, logits)
     model.compile(

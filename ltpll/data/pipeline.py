@@ -24,6 +24,7 @@ import math
 import keras
 import numpy as np
 
+from ltpll.environment import tensorflow_available
 from ltpll.errors import LTPLLError
 
 
@@ -105,6 +106,19 @@ def steps_per_epoch(num_samples: int, batch_size: int, drop_remainder: bool = Tr
     """Batches in one epoch of :func:`train_dataset` / :class:`PLLBatches`."""
     count = num_samples / batch_size
     return math.floor(count) if drop_remainder else math.ceil(count)
+
+
+def train_batches(images, candidates, labels, batch_size, seed, epochs, initial_epoch=0):
+    """The training input of a run and its steps per epoch: tf.data when TensorFlow is
+    installed, else a numpy :class:`PLLBatches`. Epoch ``e``'s order depends only on
+    ``(seed, e)``, so a resumed run sees the batches an uninterrupted one would."""
+    labels = np.asarray(labels).astype(np.int32)
+    steps = steps_per_epoch(len(labels), batch_size)
+    if tensorflow_available():
+        return train_dataset(images, candidates, labels, batch_size, seed,
+                             epochs=epochs, initial_epoch=initial_epoch), steps
+    return PLLBatches(images, candidates, labels, batch_size, seed,
+                      initial_epoch=initial_epoch), steps
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int):

@@ -25,7 +25,6 @@ import glob
 import hashlib
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
 import zlib
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ltpll.errors import LTPLLError
-from ltpll.fileio import atomic_path
+from ltpll.fileio import atomic_directory, atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -240,14 +239,10 @@ def _extract_once(archive: Path, cache: Path) -> Path:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     logger.info("extracting %s to %s (once)", archive, target)
-    scratch = Path(tempfile.mkdtemp(prefix=f".extract-{target.name}-", dir=cache))
-    scratch.chmod(0o755)  # mkdtemp makes it private; the extracted data is not secret
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            _extract_all(tar, scratch)
-        os.rename(scratch, target)
+        with atomic_directory(target) as scratch, tarfile.open(archive, "r:*") as tar:
+            _extract_all(tar, Path(scratch))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-        shutil.rmtree(scratch, ignore_errors=True)
         if target.is_dir():  # another process finished the same extraction first
             return target
         raise LTPLLError(f"cannot extract {archive}: {error}") from error

@@ -1,40 +1,41 @@
-"""PLL disambiguation methods, looked up by their CLI name."""
+"""PLL disambiguation methods (CORR, PRODEN, LW, CAVL), looked up by name in the registry.
 
-from ltpll.disambiguation.base import DisambiguationMethod
-from ltpll.disambiguation.cavl import CAVL
-from ltpll.disambiguation.corr import CORR
-from ltpll.disambiguation.lw import LW
-from ltpll.disambiguation.proden import PRODEN
-from ltpll.errors import LTPLLError
+Each method is one module here plus its registration in :mod:`ltpll.components`. The classes
+are imported on first use, so ``import ltpll.disambiguation`` needs no Keras.
+"""
 
-METHODS = {cls.name: cls for cls in (CORR, PRODEN, LW, CAVL)}
+import importlib
+
+from ltpll import components
+
+_CLASSES = {"CORR": "corr", "PRODEN": "proden", "LW": "lw", "CAVL": "cavl",
+            "DisambiguationMethod": "base"}
 
 
 def get_method(spec, **options):
-    """The method object for a CLI name (``"corr"``), a ``get_config`` dict, or an instance.
+    """The method object for a name (``"corr"``), a ``get_config`` dict, or an instance.
 
     Args:
         spec: the method's name, its config dict (``{"name": "lw", "beta": 1.0}``), or a
-            :class:`DisambiguationMethod` (returned as it is).
-        **options: constructor options for a name (e.g. ``beta`` for LW); options a method does
-            not take are ignored, so the CLI can pass every method option.
+            :class:`~ltpll.disambiguation.base.DisambiguationMethod` (returned as it is).
+        **options: the method's options (``beta`` for LW), over those of a config dict.
 
     Raises:
-        LTPLLError: for an unknown name or a bad option value.
+        LTPLLError: for an unknown name, an option the method does not take, or a bad value.
     """
+    from ltpll.disambiguation.base import DisambiguationMethod
+
     if isinstance(spec, DisambiguationMethod):
         return spec
-    if isinstance(spec, dict):
-        options = {**{k: v for k, v in spec.items() if k != "name"}, **options}
-        spec = spec.get("name")
-    try:
-        cls = METHODS[spec]
-    except (KeyError, TypeError):
-        raise LTPLLError(
-            f"unknown PLL method {spec!r}; choose one of {', '.join(sorted(METHODS))}"
-        ) from None
-    accepted = getattr(cls, "options", ())
-    return cls(**{k: v for k, v in options.items() if k in accepted})
+    config = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    return components.build("method", {**config, **options})
 
 
-__all__ = ["CAVL", "CORR", "LW", "METHODS", "PRODEN", "DisambiguationMethod", "get_method"]
+def __getattr__(name):
+    if name in _CLASSES:
+        module = importlib.import_module(f"ltpll.disambiguation.{_CLASSES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'ltpll.disambiguation' has no attribute {name!r}")
+
+
+__all__ = ["CAVL", "CORR", "LW", "PRODEN", "DisambiguationMethod", "get_method"]

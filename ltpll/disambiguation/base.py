@@ -9,7 +9,7 @@ two things:
   each sample's original candidate set.
 
 ``loss`` is the batch mean of ``example_losses``, each sample's own loss: the loss weightings
-(class-balanced, focal, LDAM-DRW, meta-learned; :mod:`ltpll.rebalancing.reweighting`) weight those
+(class-balanced, focal, LDAM-DRW, meta-learned; :mod:`ltpll.weighting`) weight those
 per sample, so every weighting composes with every method.
 
 Methods declare how many augmented views they use (``views``: CORR uses a weak and a strong view,
@@ -17,20 +17,46 @@ PRODEN, LW and CAVL one); the model then skips the strong view's forward pass fo
 methods, and passes ``None`` for the strong view's logits.
 
 Methods are plain Python objects with a ``get_config`` so a saved model knows which one it ran
-and with which options.
+and with which options. Their options are declared with their registration in
+:mod:`ltpll.components` (type, default, check, help); the constructor takes them as keywords and
+hands them to :meth:`DisambiguationMethod.set_options`, which checks them against that
+declaration and keeps them for ``get_config``.
 """
 
 from keras import ops
+
+from ltpll import components
+from ltpll.errors import LTPLLError
 
 # Stands in for -inf in masked softmaxes: finite, so gradients and XLA stay NaN-free.
 _MASKED = -1e30
 
 
 class DisambiguationMethod:
-    """Base class: subclasses set ``name`` and ``views`` and implement ``loss`` and ``update``."""
+    """Base class: subclasses set ``name`` and ``views`` and implement ``example_losses`` and
+    ``update``; a method with options passes them to :meth:`set_options` in its constructor."""
 
     name = None
     views = 2
+    _option_keys = ()
+
+    def set_options(self, **options):
+        """Checks ``options`` against the method's registered declaration (a class that is not
+        registered keeps them as given) and stores each as an attribute of the same name.
+
+        Raises:
+            LTPLLError: for an option the declaration does not have or a bad value.
+        """
+        try:
+            declaration = components.get("method", self.name)
+        except LTPLLError:
+            declaration = None
+        if declaration is not None:
+            options = declaration.resolve(options)
+            options.pop("name")
+        for key, value in options.items():
+            setattr(self, key, value)
+        self._option_keys = tuple(options)
 
     def loss(self, logits_w, logits_s, targets, candidates):
         """Scalar training loss: the batch mean of :meth:`example_losses`."""
@@ -61,7 +87,7 @@ class DisambiguationMethod:
 
     def get_config(self):
         """The method's name and options; ``get_method(config)`` rebuilds it."""
-        return {"name": self.name}
+        return {"name": self.name, **{key: getattr(self, key) for key in self._option_keys}}
 
 
 def normalise_over_candidates(log_scores, candidates):

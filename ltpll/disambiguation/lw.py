@@ -24,22 +24,14 @@ Update: as PRODEN, the softmax restricted to the candidates and renormalised. On
 from keras import ops
 
 from ltpll.disambiguation.base import DisambiguationMethod, normalise_over_candidates
-from ltpll.errors import LTPLLError
 
 
 class LW(DisambiguationMethod):
     name = "lw"
     views = 1
-    options = ("beta",)
 
     def __init__(self, beta=1.0):
-        try:
-            value = float(beta)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not value >= 0:  # also rejects NaN and non-numbers
-            raise LTPLLError(f"--lw-beta must be >= 0; received {beta}")
-        self.beta = value
+        self.set_options(beta=beta)
 
     def example_losses(self, logits_w, logits_s, targets, candidates):
         non_candidates = 1.0 - candidates
@@ -54,6 +46,3 @@ class LW(DisambiguationMethod):
 
     def update(self, logits_w, logits_s, candidates):
         return normalise_over_candidates(ops.log_softmax(logits_w, axis=-1), candidates)
-
-    def get_config(self):
-        return {"name": self.name, "beta": self.beta}

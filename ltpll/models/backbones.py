@@ -12,14 +12,15 @@ not to the backbone, because RECORDS needs that same head applied to the moving 
   features), for CPU work: tests, the demo and CPU benchmarks.
 * ``tiny``: one conv layer and pooling, no batch normalisation; for unit tests where
   per-replica batch statistics would get in the way of exact comparisons.
+
+Each is a function ``(image_size, **options) -> keras.Model`` registered in
+:mod:`ltpll.components`; :func:`build_backbone` builds one by name.
 """
 
 import keras
 from keras import layers
 
-from ltpll.errors import LTPLLError
-
-BACKBONES = ("resnet18", "resnet-small", "tiny")
+from ltpll import components
 
 
 def _conv_bn(x, filters, stride, name):
@@ -81,16 +82,21 @@ def tiny_convnet(image_size=32, width=16, name="tiny"):
     return keras.Model(inputs, features, name=name)
 
 
-def build_backbone(name, image_size=32):
-    """Builds a backbone by its CLI name (see ``BACKBONES``).
+def resnet18(image_size=32):
+    """The CIFAR ResNet-18 of the RECORDS paper: 64/128/256/512 channels, 512-d features."""
+    return cifar_resnet((64, 128, 256, 512), (2, 2, 2, 2), image_size, name="resnet18")
+
+
+def resnet_small(image_size=32):
+    """16/32/64 channels, one block per stage, 64-d features: for CPU work."""
+    return cifar_resnet((16, 32, 64), (1, 1, 1), image_size, name="resnet_small")
+
+
+def build_backbone(name, image_size=32, **options):
+    """Builds a registered backbone by name (``ltpll.components.names("backbone")``).
 
     Raises:
         LTPLLError: for an unknown name.
     """
-    if name == "resnet18":
-        return cifar_resnet((64, 128, 256, 512), (2, 2, 2, 2), image_size, name="resnet18")
-    if name == "resnet-small":
-        return cifar_resnet((16, 32, 64), (1, 1, 1), image_size, name="resnet_small")
-    if name == "tiny":
-        return tiny_convnet(image_size)
-    raise LTPLLError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return components.build("backbone", {"name": name, **options},
+                            components.BuildContext(image_size=image_size))

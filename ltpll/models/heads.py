@@ -1,4 +1,5 @@
-"""Classifier heads: the usual linear one, and the cosine head LDAM is defined with.
+"""The cosine classifier head LDAM is defined with (the usual head is a Dense layer; each loss
+weighting says which it needs, :meth:`ltpll.weighting.base.LossWeighting.build_head`).
 
 LDAM's margins (Cao et al., NeurIPS 2019) are in cosine units: the authors' CIFAR model
 normalises both the features and each class's weight vector, and multiplies the cosine by a
@@ -41,10 +42,3 @@ class CosineHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "scale": self.scale}
-
-
-def build_head(kind, num_classes, scale=30.0):
-    """The head for ``kind``: ``"linear"`` (Dense) or ``"cosine"``; named ``head``."""
-    if kind == "cosine":
-        return CosineHead(num_classes, scale=scale, name="head")
-    return keras.layers.Dense(num_classes, name="head")

@@ -16,6 +16,10 @@ One training step, all inside the compiled function (XLA on TensorFlow, ``jit`` 
 Prediction is debiased in ``call(training=False)``, so ``predict``, ``evaluate`` and exported
 models all return ``logits - log prior`` without the caller having to remember.
 
+The rebalancer and the loss weighting move during training by callbacks of their own (a
+temperature ramp, per-epoch class counts, a start epoch); ``fit`` adds them, so a model trains
+right without the caller knowing which each one needs.
+
 The logic lives in ``call`` and ``compute_loss`` only; the stock per-backend ``train_step`` of
 Keras drives it, so TensorFlow and JAX run the same code (on JAX, ``compute_loss`` runs inside a
 stateless scope and its variable writes come back as the new non-trainable state).
@@ -26,15 +30,12 @@ import numpy as np
 from keras import ops
 
 from ltpll import distribution
-from ltpll.config import CONFIDENCE_DTYPES
 from ltpll.disambiguation import get_method
 from ltpll.errors import LTPLLError
+from ltpll.models import CONFIDENCE_DTYPES
 from ltpll.models.augment import StrongAugment, WeakAugment
-from ltpll.models.heads import build_head
 from ltpll.rebalancing.base import NoRebalancing
-from ltpll.rebalancing.meta_weights import meta_offsets
-from ltpll.rebalancing.records import Records, RecordsPrior
-from ltpll.rebalancing.reweighting import LossWeighting
+from ltpll.weighting.base import LossWeighting
 
 # Per-channel statistics of CIFAR-10's training images; train() replaces them with the statistics
 # of the user's own training set.
@@ -82,9 +83,9 @@ class PLLModel(keras.Model):
         image_shape: ``(H, W, 3)`` of the uint8 input images.
         method: PLL method name (``"corr"``), its config dict (``{"name": "lw", "beta": 1}``)
             or a :class:`DisambiguationMethod`.
-        rebalancer: ``None`` (plain PLL), a :class:`~ltpll.Records` callback (then pass the
-            same object to ``fit(callbacks=...)``), or a rebalancer layer (see
-            :func:`ltpll.rebalancing.make_rebalancer`; pass its ``callbacks()`` to ``fit``).
+        rebalancer: ``None`` (plain PLL), a :class:`~ltpll.Records` callback (pass the same
+            object to ``fit(callbacks=...)`` to log the prior), or a rebalancer layer
+            (:mod:`ltpll.rebalancing`; ``ltpll.components.build("rebalancer", name, context)``).
         mixup: add a Mixup term: each view is mixed with a shuffled copy of the batch with
             ``lambda = max(l, 1 - l)``, ``l ~ Beta(4, 4)``, and trained by the method's loss
             towards the same mix of the two samples' confidence targets (the RECORDS authors'
@@ -94,17 +95,18 @@ class PLLModel(keras.Model):
             ``"float16"`` (``--confidence-dtype``; half the memory, see the README's Scaling
             section). Rows are always read into float32 for the arithmetic; a float16 row is
             renormalised over its candidates after the read, and written back rounded.
-        weighting: a :class:`~ltpll.rebalancing.reweighting.LossWeighting` (per-sample loss
-            weights and LDAM margins, ``--loss-weighting``); None weighs every sample 1. Pass
-            ``EstimateClassCounts()`` and ``WeightingStart(epoch)`` from that module to ``fit``
-            (``ltpll.training.weighting_callbacks`` builds them from a config). The Mixup term
-            is weighted by the class weights but not by the meta-learned offsets.
-        head: ``"linear"`` (Dense) or ``"cosine"`` (scaled cosine classifier, for LDAM).
+        weighting: a loss weighting layer (:mod:`ltpll.weighting`: class-balanced, focal, LDAM
+            margins, meta-learned offsets; ``--loss-weighting``); None weighs every sample 1.
+            It also decides the classifier head (LDAM's is a cosine head). The Mixup term is
+            weighted by the class weights but not by the meta-learned offsets.
         mean, std: per-channel normalisation applied after augmentation, in [0, 1] units.
         weight_decay: coupled L2 coefficient added to the loss (PyTorch SGD's weight_decay).
         seed: seed of the augmentation layers.
         weak_augment, strong_augment: layers mapping a uint8 batch to float images in [0, 1];
             default :class:`WeakAugment` and :class:`StrongAugment` (the RECORDS policy).
+
+    Confidence updates run from the first step; ``fit(callbacks=[UpdateStart(k)])`` holds the
+    table still for the first ``k`` epochs.
 
     Example:
         ```python
@@ -114,7 +116,7 @@ class PLLModel(keras.Model):
         model.set_candidates(candidates)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
         model.fit(train_dataset(images, candidates, labels, 256, seed=0),
-                  epochs=10, callbacks=[records, ltpll.UpdateStart(1)])
+                  epochs=10, callbacks=[records])
         probabilities = ops.softmax(model.predict(test_images))   # debiased
         ```
     """
@@ -137,7 +139,6 @@ class PLLModel(keras.Model):
         mixup_weight=1.0,
         confidence_dtype="float32",
         weighting=None,
-        head="linear",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -152,8 +153,6 @@ class PLLModel(keras.Model):
             raise LTPLLError(f"weight decay must be >= 0; received {weight_decay}")
         if mixup_weight < 0:
             raise LTPLLError(f"--mixup-weight must be >= 0; received {mixup_weight}")
-        if head not in ("linear", "cosine"):
-            raise LTPLLError(f"head must be linear or cosine; received {head!r}")
         if not isinstance(confidence_dtype, str) or confidence_dtype not in CONFIDENCE_DTYPES:
             raise LTPLLError(
                 f"--confidence-dtype must be one of {', '.join(CONFIDENCE_DTYPES)}; "
@@ -172,19 +171,18 @@ class PLLModel(keras.Model):
         self.mixup = bool(mixup)
         self.mixup_weight = float(mixup_weight)
         self.confidence_dtype = confidence_dtype
-        self.head_kind = head
 
         # === Layers ===
         self.backbone = backbone
         self.weighting = weighting if weighting is not None else LossWeighting(
-            "none", num_classes=self.num_classes, name="loss_weighting")
-        self.head = build_head(head, self.num_classes, scale=self.weighting.scale)
+            num_classes=self.num_classes, name="loss_weighting")
+        self.head = self.weighting.build_head(self.num_classes)
         self.weak_augment = weak_augment or WeakAugment(seed=seed, name="weak_augment")
         self.strong_augment = strong_augment or StrongAugment(
             seed=None if seed is None else seed + 1, name="strong_augment"
         )
-        if isinstance(rebalancer, Records):
-            rebalancer = rebalancer.layer
+        # A callback that brings its rebalancer layer (ltpll.Records): the model takes the layer.
+        rebalancer = getattr(rebalancer, "layer", rebalancer)
         self.rebalancer = rebalancer if rebalancer is not None else NoRebalancing(name="no_rebalancing")
         self.train_accuracy = MaskedAccuracy(name="acc")
         self.mixup_seed = keras.random.SeedGenerator(None if seed is None else seed + 2)
@@ -208,9 +206,10 @@ class PLLModel(keras.Model):
             aggregation="only_first_replica",
             name="confidence",
         )
-        # 0 before --update-start, 1 after: a variable, so the compiled step sees the switch.
+        # 1 while the table updates (from the start unless UpdateStart holds it still): a
+        # variable, so the compiled step sees the switch.
         self.update_enabled = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, autocast=False,
+            shape=(), initializer="ones", trainable=False, autocast=False,
             aggregation="only_first_replica", name="update_enabled",
         )
         self.built = True
@@ -246,13 +245,14 @@ class PLLModel(keras.Model):
 
     # --- forward -------------------------------------------------------------------------
 
-    def _normalise(self, images01):
+    def normalise(self, images01):
+        """Float images in [0, 1] normalised with the model's per-channel mean and std."""
         return normalise(images01, self.mean, self.std)
 
     def features(self, images, training=False):
         """Backbone features of a uint8 (0..255) batch, without augmentation."""
         images01 = ops.cast(images, "float32") / 255.0
-        return self.backbone(self._normalise(images01), training=training)
+        return self.backbone(self.normalise(images01), training=training)
 
     def call(self, images, training=False):
         if not training:
@@ -263,10 +263,10 @@ class PLLModel(keras.Model):
         views = [self.weak_augment(images)]
         if self.method.views == 2:
             views.append(self.strong_augment(images))
-        views = [self._normalise(v) for v in views]
-        outputs = {}
-        if self.weighting.is_meta:  # the meta step runs the plain views again, virtually
-            outputs["views"] = ops.concatenate(views, axis=0)
+        views = [self.normalise(v) for v in views]
+        # The plain views, for a weighting that runs them again (the meta step's virtual
+        # step); compiled away when nothing reads them.
+        outputs = {"views": ops.concatenate(views, axis=0)}
         if self.mixup:
             batch = ops.shape(images)[0]
             draw = _beta_4_4(self.mixup_seed)
@@ -302,16 +302,7 @@ class PLLModel(keras.Model):
         candidates = ops.cast(y["candidates"], "float32")
         index = ops.cast(ops.reshape(y["index"], (-1,)), "int32")
         stored, targets = self._read_rows(index)
-        offsets = None
-        if self.weighting.is_meta:
-            # Random draws advance a seed variable: outside the cond, whose branches must not
-            # write state (JAX traces them as separate functions).
-            dev_index = self.weighting.dev_batch_indices()
-            offsets = ops.cond(
-                self.weighting.active > 0,
-                lambda: self._meta_offsets(y_pred["views"], targets, candidates, dev_index),
-                lambda: ops.zeros_like(targets[:, 0]),
-            )
+        offsets = self.weighting.example_offsets(self, y_pred, targets, candidates)
         loss = self._weighted_loss(
             y_pred["logits_w"], y_pred.get("logits_s"), targets, candidates, offsets
         )
@@ -321,63 +312,30 @@ class PLLModel(keras.Model):
             )
         if self.weight_decay:
             loss = loss + coupled_l2(self.trainable_weights, self.weight_decay)
+        # Regularizers and add_loss terms of the layers (a user's backbone may have them).
+        for extra in self.losses:
+            loss = loss + ops.sum(ops.cast(extra, "float32"))
         if training:
             self._update_state(y_pred, stored, candidates, index)
-            if self.weighting.is_meta:
-                self.weighting.steps.assign(self.weighting.steps + 1.0)
+            self.weighting.after_train_step()
         return distribution.scale_loss(loss)
 
     def _weighted_loss(self, logits_w, logits_s, targets, candidates, offsets=None):
         """The batch mean of the method's per-sample losses, weighted by the loss weighting
         (plus the meta-learned ``offsets``), on logits with the weighting's margins."""
-        losses = self._example_losses(logits_w, logits_s, targets, candidates)
+        losses = self.example_losses(logits_w, logits_s, targets, candidates)
         weights = self.weighting.example_weights(targets, logits_w)
         if offsets is not None:
             weights = weights + offsets
         return ops.mean(weights * losses)
 
-    def _example_losses(self, logits_w, logits_s, targets, candidates):
+    def example_losses(self, logits_w, logits_s, targets, candidates):
+        """``[B]`` per-sample losses of the method, on the weighting's margin logits."""
         margin = self.weighting.margin_logits
         return self.method.example_losses(
             margin(logits_w, targets), None if logits_s is None else margin(logits_s, targets),
             targets, candidates,
         )
-
-    def _meta_offsets(self, views, targets, candidates, dev_index):
-        """This step's meta-learned weight offsets (:mod:`ltpll.rebalancing.meta_weights`):
-        a virtual SGD step on the weighted loss of the batch's plain views, judged on a dev
-        batch, with backbone and head run statelessly on the virtual parameters."""
-        weighting = self.weighting
-        layers = (self.backbone, self.head)
-        params = [v.value for layer in layers for v in layer.trainable_variables]
-        frozen = [[v.value for v in layer.non_trainable_variables] for layer in layers]
-        split = len(self.backbone.trainable_variables)
-
-        def logits_of(theta, images):
-            features, _ = self.backbone.stateless_call(theta[:split], frozen[0], images,
-                                                       training=True)
-            logits, _ = self.head.stateless_call(theta[split:], frozen[1], features)
-            return ops.cast(logits, "float32")
-
-        base_weights = ops.stop_gradient(weighting.example_weights(targets, None))
-        method_views = self.method.views
-
-        def train_loss(theta, eps):
-            logits = ops.split(logits_of(theta, views), method_views, axis=0)
-            losses = self._example_losses(
-                logits[0], logits[1] if method_views == 2 else None, targets, candidates)
-            return ops.sum((base_weights + eps) * losses)
-
-        dev_images = self._normalise(ops.take(weighting.dev_images, dev_index, axis=0) / 255.0)
-        dev_labels = ops.take(weighting.dev_labels, dev_index, axis=0)
-
-        def dev_loss(theta):
-            return ops.mean(keras.losses.sparse_categorical_crossentropy(
-                dev_labels, logits_of(theta, dev_images), from_logits=True))
-
-        learning_rate = weighting.learning_rate(self.optimizer)
-        return meta_offsets(train_loss, dev_loss, params, ops.shape(targets)[0], learning_rate,
-                            weighting.meta_step)
 
     def _read_rows(self, index):
         """The batch's confidence rows: ``(stored, targets)``, both float32 ``[B, C]``.
@@ -432,6 +390,26 @@ class PLLModel(keras.Model):
             ops.scatter_update(self.confidence, ops.expand_dims(all_index, -1), all_rows)
         )
 
+    def training_callbacks(self):
+        """The callbacks the rebalancer and the loss weighting need during ``fit``."""
+        return [*self.rebalancer.callbacks(), *self.weighting.callbacks()]
+
+    def fit(self, *args, **kwargs):
+        """Keras' ``fit``, with :meth:`training_callbacks` run before the caller's callbacks.
+
+        A callback of the same class among the caller's replaces the model's own (say
+        ``WeightingStart(640)`` for the weighting's default start).
+        """
+        args = list(args)
+        if len(args) > 5:  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+            kwargs["callbacks"] = args.pop(5)
+        given = list(kwargs.get("callbacks") or [])
+        taken = {type(callback) for callback in given}
+        needed = [callback for callback in self.training_callbacks()
+                  if type(callback) not in taken]
+        kwargs["callbacks"] = needed + given
+        return super().fit(*args, **kwargs)
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if isinstance(y_pred, dict):
             self.train_accuracy.update_state(y["label"], y_pred["logits_w"])
@@ -460,12 +438,12 @@ class PLLModel(keras.Model):
             "mixup_weight": self.mixup_weight,
             "confidence_dtype": self.confidence_dtype,
             "weighting": keras.saving.serialize_keras_object(self.weighting),
-            "head": self.head_kind,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        config.pop("head", None)  # config version 2 named the head; the weighting decides it
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         for key in ("rebalancer", "weak_augment", "strong_augment", "weighting"):
             if config.get(key) is not None:
@@ -516,4 +494,4 @@ class UpdateStart(keras.callbacks.Callback):
         self.model.update_enabled.assign(1.0 if epoch >= self.start_epoch else 0.0)
 
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "MaskedAccuracy", "PLLModel", "RecordsPrior", "UpdateStart"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "MaskedAccuracy", "PLLModel", "UpdateStart"]

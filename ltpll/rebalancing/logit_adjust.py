@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ltpll.components import check_options
 from ltpll.errors import LTPLLError
 from ltpll.rebalancing.base import Rebalancer
 
@@ -44,8 +45,7 @@ class OracleLogitAdjustment(Rebalancer):
         counts = np.asarray(class_counts, dtype=np.float64)
         if counts.ndim != 1 or np.any(counts <= 0):
             raise LTPLLError("oracle logit adjustment needs a positive training count per class")
-        if tau < 0:
-            raise LTPLLError(f"--la-tau must be >= 0; received {tau}")
+        tau = check_options("rebalancer", "oracle-la", tau=tau)["tau"]
         if ramp_epochs < 0:
             raise LTPLLError(f"--la-ramp-epochs must be >= 0; received {ramp_epochs}")
         self.class_counts = [float(c) for c in counts]
@@ -53,6 +53,22 @@ class OracleLogitAdjustment(Rebalancer):
         self.posthoc = bool(posthoc)
         self.ramp_epochs = int(ramp_epochs)
         self._log_prior = np.log(counts / counts.sum()).astype("float32")
+
+    @classmethod
+    def from_options(cls, context, tau=1.0, posthoc=False, ramp=False, ramp_epochs=None):
+        """``oracle-la`` (default), ``oracle-la-posthoc`` (``posthoc``) or ``temp-oracle-la``
+        (``ramp``, over ``ramp_epochs``; default half the run) for a run's true class counts.
+
+        Raises:
+            LTPLLError: when the true class counts are not known.
+        """
+        name = "oracle-la-posthoc" if posthoc else "temp-oracle-la" if ramp else "oracle-la"
+        if context.class_counts is None:
+            raise LTPLLError(f"--rebalance {name} needs the true class counts of the training set")
+        if ramp:
+            ramp_epochs = max(1, ramp_epochs if ramp_epochs is not None else context.epochs // 2)
+        return cls(context.class_counts, tau=tau, posthoc=posthoc,
+                   ramp_epochs=ramp_epochs if ramp else 0, name=name.replace("-", "_"))
 
     def build(self, feature_shape=None):
         # A variable, not a Python float, so the compiled step sees the ramp move it.

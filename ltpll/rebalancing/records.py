@@ -6,23 +6,18 @@ prior is ``softmax(head(F))``. Subtracting ``log(prior)`` from the logits remove
 towards head classes, both when the confidence table is updated (so tail classes are not starved
 of pseudo-label mass) and at prediction time.
 
-Two pieces with one job each:
-
-* :class:`RecordsPrior`, a layer inside the model holding ``F`` as a non-trainable variable and
-  updating it inside the compiled training step (no host round trip; saved with the model);
-* :class:`Records`, the user-facing callback: it creates that layer, so passing the same object to
-  ``PLLModel(rebalancer=...)`` and ``fit(callbacks=[...])`` wires both ends, and it logs the
-  estimated prior each epoch next to the true training distribution when that is known.
+:class:`RecordsPrior` is a layer inside the model holding ``F`` as a non-trainable variable and
+updating it inside the compiled training step (no host round trip; saved with the model). The
+user-facing callback :class:`ltpll.callbacks.Records` creates that layer, so passing the same
+object to ``PLLModel(rebalancer=...)`` and ``fit(callbacks=[...])`` wires both ends, and logs the
+estimated prior each epoch.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from ltpll import distribution
-from ltpll.errors import LTPLLError
-from ltpll.fileio import write_json
-from ltpll.metrics import prior_distance
+from ltpll.components import check_options
 from ltpll.rebalancing.base import Rebalancer
 
 
@@ -37,9 +32,11 @@ class RecordsPrior(Rebalancer):
 
     def __init__(self, momentum=0.9, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= momentum < 1.0:
-            raise LTPLLError(f"RECORDS momentum must be in [0, 1); received {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = check_options("rebalancer", "records", momentum=momentum)["momentum"]
+
+    @classmethod
+    def from_options(cls, context, **options):
+        return cls(name="records", **options)
 
     def build(self, feature_shape):
         self.feature_mean = self.add_weight(
@@ -100,6 +97,10 @@ class EpochRecordsPrior(RecordsPrior):
         kwargs.pop("momentum", None)
         super().__init__(momentum=0.0, **kwargs)
 
+    @classmethod
+    def from_options(cls, context, **options):
+        return cls(name="epoch_records", **options)
+
     def build(self, feature_shape):
         super().build(feature_shape)
         self.feature_sum = self.add_weight(
@@ -139,60 +140,3 @@ class _FinishEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.layer.finish_epoch()
-
-
-class PriorLog(keras.callbacks.Callback):
-    """Logs the class prior a model's rebalancer uses, each epoch.
-
-    Args:
-        true_class_counts: the hidden per-class training counts, if known (benchmarks); the L2
-            distance between the prior and this distribution is then logged as ``prior_l2``.
-        history_path: if given, a JSON file rewritten (atomically) each epoch with the prior of
-            every epoch so far.
-    """
-
-    def __init__(self, true_class_counts=None, history_path=None):
-        super().__init__()
-        self.true_class_counts = (
-            None if true_class_counts is None else np.asarray(true_class_counts, dtype=np.int64)
-        )
-        self.history_path = history_path
-        self.history = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        prior = self.model.estimated_prior()
-        entry = {"epoch": epoch + 1, "prior": [round(float(p), 6) for p in prior]}
-        if self.true_class_counts is not None:
-            distance = prior_distance(prior, self.true_class_counts)
-            entry["l2_to_true"] = distance
-            if logs is not None:
-                logs["prior_l2"] = distance
-        self.history.append(entry)
-        if self.history_path:
-            write_json(
-                self.history_path,
-                {"true_class_counts": None if self.true_class_counts is None
-                 else self.true_class_counts.tolist(),
-                 "epochs": self.history},
-            )
-
-
-class Records(PriorLog):
-    """The RECORDS callback: creates the prior layer and reports the estimated prior.
-
-    Example:
-        ```python
-        records = ltpll.Records(momentum=0.9, true_class_counts=counts)
-        model = ltpll.PLLModel(backbone, candidates, rebalancer=records)
-        model.compile(optimizer="sgd")
-        model.fit(train_ds, epochs=10, callbacks=[records])
-        ```
-
-    Args:
-        momentum: momentum of the feature mean (``--records-momentum``, default 0.9).
-        true_class_counts, history_path: as for :class:`PriorLog`.
-    """
-
-    def __init__(self, momentum=0.9, true_class_counts=None, history_path=None):
-        super().__init__(true_class_counts, history_path)
-        self.layer = RecordsPrior(momentum=momentum, name="records")

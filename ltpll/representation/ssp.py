@@ -22,19 +22,20 @@ it on TensorFlow (XLA or graph) and JAX alike.
 """
 
 import dataclasses
-import importlib.util
 import math
 import os
-import shutil
-import tempfile
 import time
 
 import keras
 import numpy as np
 from keras import ops
 
+from ltpll import components
+from ltpll.data.pipeline import PLLBatches, steps_per_epoch, train_dataset
+from ltpll.data.prepare import channel_statistics, prepare_data
+from ltpll.environment import tensorflow_available
 from ltpll.errors import LTPLLError
-from ltpll.fileio import read_json, write_json
+from ltpll.fileio import DirectoryNotMoved, atomic_directory, read_json, write_json
 from ltpll.models.augment import WeakAugment
 from ltpll.models.pll_model import CIFAR10_MEAN, CIFAR10_STD, coupled_l2, normalise
 
@@ -125,9 +126,9 @@ class RotationPretrainer(keras.Model):
 
     Args:
         backbone: a built Keras model from normalised float images ``[B, H, H, 3]`` to features
-            ``[B, D]`` (:func:`ltpll.models.backbones.build_backbone`).
+            ``[B, D]`` (a registered backbone, :mod:`ltpll.models.backbones`).
         mean, std: per-channel normalisation applied after augmentation, in [0, 1] units (use
-            :func:`ltpll.training.channel_statistics` of the training images, as ``ltpll train``
+            :func:`ltpll.data.prepare.channel_statistics` of the training images, as ``ltpll train``
             does, so the backbone sees the inputs it will see later).
         weight_decay: coupled L2 coefficient (PyTorch SGD's ``weight_decay``).
         seed: seed of the augmentation.
@@ -208,7 +209,7 @@ def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, 
     """Pre-trains a backbone by rotation prediction on a run's training images.
 
     The images are the long-tailed training subset exactly as ``ltpll train`` would make it
-    (:func:`ltpll.training.prepare_data` with the same ``data_config`` and ``seed``); their
+    (:func:`ltpll.data.prepare.prepare_data` with the same ``data_config`` and ``seed``); their
     labels and candidate sets are not used. Pass the same dataset, imbalance flags and seed as
     the later training run, or the backbone will have seen images that run holds out (and not
     seen some it trains on).
@@ -220,7 +221,7 @@ def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, 
 
     Args:
         data_config: a :class:`~ltpll.config.DataConfig`.
-        backbone: backbone name (see :data:`ltpll.models.backbones.BACKBONES`).
+        backbone: a registered backbone name (``ltpll.components.names("backbone")``).
         epochs, batch_size, lr, weight_decay: optimisation settings.
         seed: decides the subset (as in ``ltpll train``), initialisation, order, augmentation.
         output: directory to create; refused if it exists and is not empty. Written all at once
@@ -236,9 +237,6 @@ def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, 
         LTPLLError: bad settings, data or output directory (before training), a loss that
             became NaN (nothing is written), or a failure to move the result into place.
     """
-    from ltpll.models.backbones import build_backbone
-    from ltpll.training import channel_statistics, prepare_data
-
     _check_settings(backbone, epochs, batch_size, lr, weight_decay)
     data_config.validate()
     check_pretrain_output(output)
@@ -253,7 +251,8 @@ def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, 
     image_size = int(images.shape[1])
     mean, std = channel_statistics(images)
 
-    net = build_backbone(backbone, image_size=image_size)
+    net = components.build("backbone", backbone,
+                           components.BuildContext(image_size=image_size))
     model = RotationPretrainer(net, mean=mean, std=std, weight_decay=weight_decay, seed=seed)
     batches, steps = _image_batches(images, batch_size, seed + 2, epochs)
     model.compile(
@@ -303,10 +302,7 @@ def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, 
 
 def _check_settings(backbone, epochs, batch_size, lr, weight_decay):
     """Fails on bad settings before the (possibly long) data loading."""
-    from ltpll.models.backbones import BACKBONES
-
-    if backbone not in BACKBONES:
-        raise LTPLLError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    components.get("backbone", backbone)  # an unknown name is a one-line error
     if epochs < 1:
         raise LTPLLError(f"--epochs must be >= 1; received {epochs}")
     if batch_size < 1:
@@ -341,11 +337,9 @@ def _image_batches(images, batch_size, seed, epochs):
     TensorFlow is installed, else numpy for JAX) fed a constant one-column candidate matrix,
     which this task ignores; the tf.data path drops the targets.
     """
-    from ltpll.data.pipeline import PLLBatches, steps_per_epoch, train_dataset
-
     unused = np.ones((len(images), 1), dtype=np.float32)
     steps = steps_per_epoch(len(images), batch_size)
-    if importlib.util.find_spec("tensorflow") is not None:
+    if tensorflow_available():
         dataset = train_dataset(images, unused, None, batch_size, seed, epochs=epochs)
         return dataset.map(lambda x, y: x), steps
     return PLLBatches(images, unused, None, batch_size, seed), steps
@@ -354,27 +348,17 @@ def _image_batches(images, batch_size, seed, epochs):
 def _write_result(output, backbone, summary):
     """Writes the weights and pretrain.json into a temporary sibling, then renames it.
 
-    A crash leaves at most a hidden ``.name.tmp-*`` sibling, never a half-written ``output``.
+    A crash leaves at most a hidden ``.name.tmp-*`` sibling, never a half-written ``output``;
+    if the rename fails, the sibling is kept (pre-training took long) and the error names it.
     """
-    output = os.path.abspath(output)
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
+    check_pretrain_output(output)  # again: something may have appeared while we trained
     try:
-        backbone.save_weights(os.path.join(tmp, PRETRAIN_FILES["weights"]))
-        write_json(os.path.join(tmp, PRETRAIN_FILES["summary"]), summary)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        check_pretrain_output(output)  # again: something may have appeared while we trained
-        if os.path.isdir(output):
-            os.rmdir(output)  # empty (just checked); rename cannot replace it on every OS
-        os.rename(tmp, output)
-    except (LTPLLError, OSError) as error:
-        reason = error if isinstance(error, LTPLLError) else error.strerror
-        raise LTPLLError(f"could not move the result into {output} ({reason}); it is kept in "
-                         f"{tmp}") from None
+        with atomic_directory(output, keep_on_failure=True) as tmp:
+            backbone.save_weights(os.path.join(tmp, PRETRAIN_FILES["weights"]))
+            write_json(os.path.join(tmp, PRETRAIN_FILES["summary"]), summary)
+    except DirectoryNotMoved as error:
+        raise LTPLLError(f"could not move the result into {error.target} ({error.reason}); it "
+                         f"is kept in {error.kept}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""Model assembly: a compiled :class:`PLLModel` from a run config and its prepared data.
+
+Each component comes from its declaration in :mod:`ltpll.components`, built for the run's
+:class:`~ltpll.components.BuildContext`; this module only wires them together, sets the dtype
+policy and compiles.
+"""
+
+import contextlib
+
+import keras
+
+from ltpll import components
+from ltpll.data.pipeline import steps_per_epoch
+from ltpll.models.pll_model import PLLModel
+
+
+def build_context(config, data):
+    """What the data and the run tell the components (:class:`BuildContext`)."""
+    return components.BuildContext(
+        num_classes=data.num_classes,
+        class_counts=data.class_counts,
+        epochs=config.train.epochs,
+        image_size=int(data.images.shape[1]),
+        image_shape=tuple(data.images.shape[1:]),
+        seed=config.train.seed,
+        dev_images=data.dev_images,
+        dev_labels=data.dev_labels,
+    )
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' global dtype policy set to ``name`` for the block, then restored.
+
+    Layers take the policy current when they are created, so the model keeps it afterwards; the
+    confidence table, RECORDS state, augmentation and logits stay float32 whatever the policy.
+    Under ``mixed_float16`` ``compile`` wraps the optimizer in a LossScaleOptimizer.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def initial_backbone(model_config, context):
+    """The run's backbone: freshly initialised, or loaded from ``--init-from DIR``.
+
+    Raises:
+        LTPLLError: for a pretrain directory that does not fit the backbone or the images.
+    """
+    backbone = components.build("backbone", model_config.backbone, context)
+    if model_config.init_from:
+        from ltpll.representation.ssp import load_pretrained_backbone
+
+        load_pretrained_backbone(backbone, model_config.init_from,
+                                 model_config.name("backbone"), context.image_size)
+    return backbone
+
+
+def build_model(config, data, mean, std):
+    """The compiled PLLModel of a run, under its dtype policy."""
+    with dtype_policy(config.train.precision):
+        context = build_context(config, data)
+        model = PLLModel(
+            initial_backbone(config.model, context),
+            num_classes=data.num_classes,
+            num_samples=len(data.labels),
+            image_shape=data.images.shape[1:],
+            method=config.model.method,
+            rebalancer=components.build("rebalancer", config.model.rebalancer, context),
+            mean=mean,
+            std=std,
+            weight_decay=config.train.weight_decay,
+            seed=config.train.seed,
+            mixup=config.model.mixup,
+            mixup_weight=config.model.mixup_weight,
+            confidence_dtype=config.train.confidence_dtype,
+            weighting=components.build("weighting", config.model.weighting, context),
+        )
+        model.set_candidates(data.candidates)
+        compile_model(model, config, len(data.labels))
+    return model
+
+
+def compile_model(model, config, num_samples):
+    """SGD with momentum (cosine decay if asked) over the run's steps, as the config says."""
+    train = config.train
+    steps = steps_per_epoch(num_samples, train.batch_size)
+    learning_rate = train.lr
+    if train.cosine:
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            train.lr, decay_steps=max(1, train.epochs * steps), alpha=1e-3
+        )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate, momentum=train.momentum),
+        # XLA cannot place one program across mirrored replicas' devices; under
+        # MirroredStrategy the step runs as a (non-XLA) TensorFlow graph instead.
+        jit_compile=train.jit_compile and train.distribute == "none",
+        steps_per_execution=steps_per_execution(steps, train.steps_per_execution),
+    )
+
+
+def steps_per_execution(steps_per_epoch, requested):
+    """The largest divisor of the epoch's steps not above ``requested``.
+
+    Keras runs whole executions: with 10 steps per epoch and 3 steps per execution, the fourth
+    execution would take two batches of the next epoch, shifting every later epoch's batches
+    (and the epoch-wise switches such as ``--update-start``). A divisor keeps epochs aligned.
+    """
+    return max(d for d in range(1, max(1, min(requested, steps_per_epoch)) + 1)
+               if steps_per_epoch % d == 0)

@@ -1,0 +1,67 @@
+"""What this machine has: TensorFlow or not, and TensorFlow's start-up chatter kept quiet.
+
+Keras-free and TensorFlow-free, so the CLI can decide both before anything heavy is imported.
+"""
+
+import contextlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+
+
+def tensorflow_available():
+    """True when TensorFlow is installed (tf.data, SavedModel export, distribution)."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+# TensorFlow's C++ start-up lines that say nothing to a user: CPU-only machines report the
+# missing CUDA driver ("E0000 ... failed call to cuInit"), and the lines before absl's logging
+# is set up ignore TF_CPP_MIN_LOG_LEVEL.
+_NOISE = re.compile(
+    r"(^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$)"
+    r"|(^[IWE]\d{4} [\d:.]+\s+\d+ \S+\.(cc|h):\d+\] )"
+    # The second line of "This TensorFlow binary is optimized to use available CPU
+    # instructions...".
+    r"|(^To enable the following instructions: .* rebuild TensorFlow with the appropriate "
+    r"compiler flags\.$)"
+)
+
+
+def quiet_tensorflow(verbose=False):
+    """Hides TensorFlow's and XLA's C++ log lines below errors, unless ``verbose`` or the user set
+    ``TF_CPP_MIN_LOG_LEVEL`` themselves. Call before TensorFlow is imported."""
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+@contextlib.contextmanager
+def filtered_stderr(enabled=True):
+    """Runs the block with file descriptor 2 captured, then writes back every line that is not
+    C++ log chatter (:data:`_NOISE`), in order. Meant for ``import tensorflow``, whose shared
+    libraries log before TF_CPP_MIN_LOG_LEVEL is read; Python warnings written meanwhile come
+    back after the block.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines()
+                    if not _NOISE.search(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
