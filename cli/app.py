@@ -52,13 +52,23 @@ class Group(click.Group):
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as error:
-            raise OneLineUsageError(_usage_text(error)) from None
+            raise _one_line(error) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except click.UsageError as error:
-            raise OneLineUsageError(_usage_text(error)) from None
+            raise _one_line(error) from None
+
+
+# `ltpll` (or a group) without arguments shows its help: click signals it as a usage error.
+_HELP_REQUEST = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _one_line(error):
+    if isinstance(error, _HELP_REQUEST):
+        return error
+    return OneLineUsageError(_usage_text(error))
 
 
 def _usage_text(error):

@@ -12,6 +12,7 @@ import keras
 from ltpll import components
 from ltpll.data.pipeline import steps_per_epoch
 from ltpll.models.pll_model import PLLModel
+from ltpll.representation.ssp import load_pretrained_backbone
 
 
 def build_context(config, data):
@@ -52,8 +53,6 @@ def initial_backbone(model_config, context):
     """
     backbone = components.build("backbone", model_config.backbone, context)
     if model_config.init_from:
-        from ltpll.representation.ssp import load_pretrained_backbone
-
         load_pretrained_backbone(backbone, model_config.init_from,
                                  model_config.name("backbone"), context.image_size)
     return backbone

@@ -27,6 +27,7 @@ import numpy as np
 from ltpll.errors import LTPLLError
 from ltpll.fileio import atomic_directory, read_json, write_json
 from ltpll.run_dir import CHECKPOINT_LATEST, RUN_FILES
+from ltpll.saving import load_model
 
 
 def seed_generators(model):
@@ -65,8 +66,6 @@ def load_checkpoint(path):
     Raises:
         LTPLLError: if the checkpoint cannot be read.
     """
-    from ltpll.saving import load_model
-
     try:
         model = load_model(os.path.join(path, "model.keras"))
     except (OSError, ValueError) as error:

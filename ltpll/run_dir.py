@@ -11,6 +11,8 @@ finished. While it trains, ``checkpoint/`` holds the last complete epoch
 
 import os
 
+from ltpll.config import RunConfig
+from ltpll.data.candidates import save_candidate_file
 from ltpll.errors import LTPLLError
 from ltpll.fileio import read_json, write_json
 
@@ -70,8 +72,6 @@ def check_output_directory(path):
 
 def start_run_directory(config, data):
     """Writes what the data decided (class counts, candidate sets), then ``config.json``."""
-    from ltpll.data.candidates import save_candidate_file
-
     out = config.output
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, RUN_FILES["class_counts"]), {
@@ -86,8 +86,6 @@ def start_run_directory(config, data):
 
 def read_config(run_dir):
     """The run's :class:`~ltpll.config.RunConfig` (migrated from older versions)."""
-    from ltpll.config import RunConfig
-
     return RunConfig.from_dict(read_json(os.path.join(run_dir, RUN_FILES["config"])))
 
 

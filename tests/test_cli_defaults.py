@@ -65,3 +65,15 @@ def test_commands_are_quiet_about_tensorflow_unless_verbose(tmp_path):
                                          "exist"]
     verbose = CliRunner().invoke(main, ["--verbose", "evaluate", str(tmp_path / "nothing")])
     assert verbose.exit_code == 2 and "does not exist" in verbose.stderr
+
+
+def test_usage_errors_are_one_line_and_no_arguments_show_the_help():
+    bad = CliRunner().invoke(main, ["train", "--epochs", "abc"])
+    assert bad.exit_code == 2
+    assert bad.stderr.splitlines() == ["error: Invalid value for '--epochs': 'abc' is not a "
+                                       "valid integer. (see `main train --help`)"]
+    unknown = CliRunner().invoke(main, ["train", "--method", "nope"])
+    assert unknown.exit_code == 2 and len(unknown.stderr.splitlines()) == 1
+    assert "unknown --method 'nope'; choose one of corr" in unknown.stderr
+    bare = CliRunner().invoke(main, [])
+    assert "Commands:" in bare.output and "error" not in bare.output

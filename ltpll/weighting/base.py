@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ltpll import components
 from ltpll.errors import LTPLLError
 
 # Counts below one image are clamped: an estimated count can approach 0, where both the
@@ -152,8 +153,6 @@ class LossWeighting(keras.layers.Layer):
 def _from_version_2(config):
     """The weighting class that replaces version 2's ``LossWeighting(kind=...)``, with its
     arguments renamed (``cb_beta`` -> ``beta``...) and those it does not take dropped."""
-    from ltpll import components
-
     config = dict(config)
     target = components.get("weighting", config.pop("kind")).load()
     renamed = {"cb_beta": "beta", "focal_gamma": "gamma", "meta_step": "step_size"}
