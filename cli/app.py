@@ -123,6 +123,9 @@ def load_plugins():
     parsed, so the flag is looked for in ``sys.argv``."""
     from ltpll import components
 
+    if not os.environ.get(components.PLUGIN_ENV):
+        components.load_plugins()  # nothing to import: no stderr capture at every start-up
+        return
     with quiet_imports(bool({"-v", "--verbose"} & set(sys.argv[1:]))):
         components.load_plugins()
 

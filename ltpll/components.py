@@ -226,10 +226,10 @@ class Component:
         """Builds the component from (resolved) options and a :class:`BuildContext`."""
         target = self.load()
         arguments = {**self.implied, **{k: v for k, v in options.items() if k != "name"}}
+        context = context or BuildContext()
         factory = getattr(target, "from_options", None)
         if factory is not None:
-            return factory(context or BuildContext(), **arguments)
-        context = context or BuildContext()
+            return factory(context, **arguments)
         for name in KINDS[self.kind].context_args:
             arguments.setdefault(name, getattr(context, name))
         return target(**arguments)
@@ -263,8 +263,6 @@ class BuildContext:
 # --- the registry ----------------------------------------------------------------------------
 
 _REGISTRY = {kind: {} for kind in KINDS}
-# Flags derived from options, to catch two different options claiming the same flag.
-_FLAGS = {}
 _PLUGINS = {"loaded": False, "errors": []}
 PLUGIN_ENV = "LTPLL_PLUGINS"
 
@@ -290,19 +288,23 @@ def register(component):
     if previous is not None and previous.target != component.target:
         raise LTPLLError(f"{KINDS[component.kind].title} {component.name!r} is registered twice "
                          f"({previous.target} and {component.target})")
-    flags = {option.flag(component.name): option for option in component.options}
-    for flag, option in flags.items():
-        claimed = _FLAGS.get(flag)
-        if claimed is not None and claimed[0] != option:
-            raise LTPLLError(f"option flag {flag} of {component.name!r} is already the flag of "
-                             f"another option of {claimed[1]!r}")
-    for flag, option in flags.items():
-        _FLAGS.setdefault(flag, (option, component.name))
+    for option in component.options:
+        flag = option.flag(component.name)
+        for other in _registered_except(component):
+            if any(o.flag(other.name) == flag and o != option for o in other.options):
+                raise LTPLLError(f"option flag {flag} of {component.name!r} is already the flag "
+                                 f"of another option of {other.name!r}")
     if component.order is None:  # registration order; a module imported again keeps its place
         order = previous.order if previous is not None else float(len(registry))
         component = dataclasses.replace(component, order=order)
     registry[component.name] = component
     return component
+
+
+def _registered_except(component):
+    """Every registered component but the one ``component`` re-registers."""
+    return [other for kind, registry in _REGISTRY.items() for other in registry.values()
+            if (kind, other.name) != (component.kind, component.name)]
 
 
 def components(kind):
