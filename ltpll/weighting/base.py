@@ -126,16 +126,12 @@ class LossWeighting(keras.layers.Layer):
         self.set_counts(np.maximum(np.asarray(counts, dtype=np.float64), MIN_COUNT))
 
     def set_counts(self, counts):
-        """Assigns the state that follows the class counts (clamped to at least one image)."""
+        """Assigns the state that follows the class counts (clamped to at least one image);
+        a subclass calls ``super().set_counts(counts)`` so several can combine (LDAM-DRW)."""
 
     def start_epoch(self, epochs):
         """The (0-based) epoch a deferred weighting switches on; 0 for the others."""
         return 0
-
-    def class_balanced_example_weights(self, targets):
-        """``sum_y target_y w_y`` while active, 1 before (for the weightings with CB weights)."""
-        weights = ops.sum(targets * self.class_weights, axis=-1)
-        return self.active * weights + (1.0 - self.active)
 
     # --- serialisation -----------------------------------------------------------------------
 

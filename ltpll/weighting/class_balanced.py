@@ -6,6 +6,7 @@ normalised to sum to C, from the first epoch; the counts ``n_y`` are re-estimate
 
 import keras
 import numpy as np
+from keras import ops
 
 from ltpll.components import check_options
 from ltpll.weighting.base import MIN_COUNT, LossWeighting
@@ -30,7 +31,7 @@ def class_balanced_weights(counts, beta=0.9999):
 
 @keras.saving.register_keras_serializable(package="ltpll")
 class ClassBalanced(LossWeighting):
-    """Class-balanced weights.
+    """Class-balanced weights; the class weights of LDAM-DRW and the meta weighting too.
 
     Args:
         beta: beta of the effective number (``--cb-beta``).
@@ -45,10 +46,13 @@ class ClassBalanced(LossWeighting):
         super().__init__(**kwargs)
 
     def set_counts(self, counts):
+        super().set_counts(counts)
         self.class_weights.assign(class_balanced_weights(counts, self.beta))
 
     def example_weights(self, targets, logits_w):
-        return self.class_balanced_example_weights(targets)
+        """``sum_y target_y w_y`` while active, 1 before (a deferred subclass's start)."""
+        weights = ops.sum(targets * self.class_weights, axis=-1)
+        return self.active * weights + (1.0 - self.active)
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta}

@@ -18,7 +18,7 @@ import numpy as np
 from ltpll.components import check_options
 from ltpll.models.heads import CosineHead
 from ltpll.weighting.base import MIN_COUNT, LossWeighting
-from ltpll.weighting.class_balanced import class_balanced_weights
+from ltpll.weighting.class_balanced import ClassBalanced
 
 
 def ldam_margins(counts, max_margin=0.5):
@@ -47,6 +47,7 @@ class LDAM(LossWeighting):
         super().__init__(**kwargs)
 
     def set_counts(self, counts):
+        super().set_counts(counts)
         self.margins.assign(ldam_margins(counts, self.max_margin))
 
     def margin_logits(self, logits, targets):
@@ -60,32 +61,24 @@ class LDAM(LossWeighting):
 
 
 @keras.saving.register_keras_serializable(package="ltpll")
-class LDAMDRW(LDAM):
-    """LDAM plus class-balanced weights from a start epoch.
+class LDAMDRW(LDAM, ClassBalanced):
+    """LDAM plus class-balanced weights from a start epoch: the margins and head of
+    :class:`LDAM`, the weights of :class:`ClassBalanced`.
 
     Args:
-        beta: beta of the class-balanced weights (``--cb-beta``).
         start: 0-based epoch the weights switch on (``--ldam-drw-start``); None: 80% of the run.
-        scale, max_margin: as for :class:`LDAM`.
+        scale, max_margin: as for :class:`LDAM`; beta: as for :class:`ClassBalanced`.
     """
 
     kind = "ldam-drw"
     deferred = True
 
-    def __init__(self, beta=0.9999, start=None, **kwargs):
-        checked = check_options("weighting", "ldam-drw", beta=beta, start=start)
-        self.beta, self.start = checked["beta"], checked["start"]
+    def __init__(self, start=None, **kwargs):
+        self.start = check_options("weighting", "ldam-drw", start=start)["start"]
         super().__init__(**kwargs)
-
-    def set_counts(self, counts):
-        super().set_counts(counts)
-        self.class_weights.assign(class_balanced_weights(counts, self.beta))
-
-    def example_weights(self, targets, logits_w):
-        return self.class_balanced_example_weights(targets)
 
     def start_epoch(self, epochs):
         return self.start if self.start is not None else int(0.8 * epochs)
 
     def get_config(self):
-        return {**super().get_config(), "beta": self.beta, "start": self.start}
+        return {**super().get_config(), "start": self.start}

@@ -29,8 +29,7 @@ from keras import ops
 from ltpll.autodiff import grad
 from ltpll.components import check_options
 from ltpll.errors import LTPLLError
-from ltpll.weighting.base import LossWeighting
-from ltpll.weighting.class_balanced import class_balanced_weights
+from ltpll.weighting.class_balanced import ClassBalanced
 
 # The authors' step on eps.
 META_STEP_SIZE = 0.01
@@ -63,11 +62,11 @@ def meta_offsets(train_loss, dev_loss, params, batch_size, learning_rate,
 
 
 @keras.saving.register_keras_serializable(package="ltpll")
-class MetaWeighting(LossWeighting):
-    """Class-balanced weights plus offsets learned every step on a clean dev set.
+class MetaWeighting(ClassBalanced):
+    """Class-balanced weights (:class:`ClassBalanced`) plus offsets learned every step on a
+    clean dev set.
 
     Args:
-        beta: beta of the class-balanced weights (``--cb-beta``).
         start: 0-based epoch the meta step starts (``--meta-start``); None: half the run.
         dev_batch: dev images per meta step (``--meta-dev-batch``; all of them if fewer).
         dev_size, image_shape: size and image shape of the dev set; set its images and labels
@@ -77,14 +76,12 @@ class MetaWeighting(LossWeighting):
     """
 
     kind = "meta"
-    uses_class_counts = True
     deferred = True
 
-    def __init__(self, beta=0.9999, start=None, dev_batch=100, dev_size=0, image_shape=None,
+    def __init__(self, start=None, dev_batch=100, dev_size=0, image_shape=None,
                  step_size=META_STEP_SIZE, seed=None, **kwargs):
-        checked = check_options("weighting", "meta", beta=beta, start=start, dev_batch=dev_batch)
-        self.beta, self.start, self.dev_batch = (
-            checked["beta"], checked["start"], checked["dev_batch"])
+        checked = check_options("weighting", "meta", start=start, dev_batch=dev_batch)
+        self.start, self.dev_batch = checked["start"], checked["dev_batch"]
         self.dev_size = int(dev_size)
         self.image_shape = None if image_shape is None else [int(d) for d in image_shape]
         if self.dev_size < 1 or self.image_shape is None:
@@ -125,12 +122,6 @@ class MetaWeighting(LossWeighting):
                              f"{tuple(self.image_shape)}; received {images.shape}")
         self.dev_images.assign(images.astype(np.float32))
         self.dev_labels.assign(labels.astype(np.int32))
-
-    def set_counts(self, counts):
-        self.class_weights.assign(class_balanced_weights(counts, self.beta))
-
-    def example_weights(self, targets, logits_w):
-        return self.class_balanced_example_weights(targets)
 
     def start_epoch(self, epochs):
         return self.start if self.start is not None else epochs // 2
@@ -199,7 +190,7 @@ class MetaWeighting(LossWeighting):
                             self.learning_rate(model.optimizer), self.step_size)
 
     def get_config(self):
-        return {**super().get_config(), "beta": self.beta, "start": self.start,
+        return {**super().get_config(), "start": self.start,
                 "dev_batch": self.dev_batch, "dev_size": self.dev_size,
                 "image_shape": self.image_shape, "step_size": self.step_size, "seed": self.seed}
 
