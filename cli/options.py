@@ -11,6 +11,7 @@ import click
 
 from ltpll import components
 from ltpll.cli.app import OneLineUsageError
+from ltpll.data.defaults import DEFAULT_MEMORY_BUDGET_GB
 from ltpll.errors import LTPLLError
 
 
@@ -79,6 +80,19 @@ _SUBSET = [
     click.option("--strict", is_flag=True,
                  help="Fail on an image file that cannot be decoded (default: skip it, with a "
                       "count)."),
+    click.option("--train-list", type=str, default=None, metavar="FILE",
+                 help="List of the training images under --dataset ROOT: 'path label' lines "
+                      "(ImageNet-LT, Places-LT) or a COCO-style JSON (iNaturalist)."),
+    click.option("--test-list", type=str, default=None, metavar="FILE",
+                 help="List of the test images, as --train-list."),
+    click.option("--stream", "input_mode", flag_value="stream",
+                 help="Decode the images from disk in the input pipeline, batch by batch "
+                      "[default: when the decoded split exceeds --memory-budget]."),
+    click.option("--in-memory", "input_mode", flag_value="memory",
+                 help="Decode every image into memory once, whatever its size."),
+    click.option("--memory-budget", type=float, default=DEFAULT_MEMORY_BUDGET_GB,
+                 show_default=True, metavar="GB",
+                 help="Decoded images a split may take in memory before it streams."),
 ]
 
 
@@ -108,6 +122,9 @@ def _shared():
         click.option("--lr", type=float, default=0.01, show_default=True),
         click.option("--momentum", type=float, default=0.9, show_default=True),
         click.option("--weight-decay", type=float, default=1e-3, show_default=True),
+        click.option("--backbone-lr-scale", type=float, default=1.0, show_default=True,
+                     help="The backbone's learning rate relative to the head's: 0.1 fine-tunes "
+                          "a pretrained backbone gently, 0 freezes it (BatchNorm included)."),
         click.option("--cosine/--no-cosine", default=True, show_default=True,
                      help="Cosine learning-rate decay."),
         click.option("--update-start", type=int, default=1, show_default=True,
@@ -173,17 +190,32 @@ def unused_option_flags(chosen, given):
             if flag.dest in given and not set(flag.owners) & set(chosen.get(flag.kind, ()))]
 
 
+def subset_config(flags):
+    """The DataConfig fields the :func:`subset_options` flags set.
+
+    Raises:
+        OneLineUsageError: only one of ``--train-list`` / ``--test-list``.
+    """
+    train, test = flags["train_list"], flags["test_list"]
+    if (train is None) != (test is None):
+        raise OneLineUsageError("--train-list and --test-list go together")
+    splits = {} if train is None else {"train_split": train, "test_split": test}
+    return dict(
+        dataset=flags["dataset"], imbalance_profile=flags["imbalance_profile"],
+        max_per_class=flags["max_per_class"], hierarchical=flags["hierarchical"],
+        image_size=flags["image_size"], strict=flags["strict"],
+        input_mode=flags["input_mode"] or "auto", memory_budget=flags["memory_budget"], **splits,
+    )
+
+
 def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed, output):
     """A validated RunConfig from the shared flags plus one grid point."""
     from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     return RunConfig(
         data=DataConfig(
-            dataset=flags["dataset"], imbalance_ratio=imbalance_ratio,
-            imbalance_profile=flags["imbalance_profile"], max_per_class=flags["max_per_class"],
-            partial_rate=partial_rate, hierarchical=flags["hierarchical"],
-            candidates=flags["candidates_file"], image_size=flags["image_size"],
-            strict=flags["strict"], dev_per_class=flags["dev_per_class"],
+            **subset_config(flags), imbalance_ratio=imbalance_ratio, partial_rate=partial_rate,
+            candidates=flags["candidates_file"], dev_per_class=flags["dev_per_class"],
             pseudo_labels=flags["pseudo_labels"],
         ),
         model=ModelConfig(
@@ -201,7 +233,7 @@ def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed,
             eval_every=flags["eval_every"], distribute=flags["distribute"], seed=seed,
             precision=flags["precision"], steps_per_execution=flags["steps_per_execution"],
             confidence_dtype=flags["confidence_dtype"],
-            jit_compile=flags["jit_compile"],
+            jit_compile=flags["jit_compile"], backbone_lr_scale=flags["backbone_lr_scale"],
         ),
         output=output,
     ).validate()

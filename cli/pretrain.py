@@ -9,7 +9,7 @@ the long-tailed training subset that ``ltpll train`` makes, so the flags that de
 import click
 
 from ltpll.cli.app import pass_app, user_errors
-from ltpll.cli.options import component_choice, subset_options
+from ltpll.cli.options import component_choice, subset_config, subset_options
 
 
 @click.command()
@@ -47,12 +47,7 @@ def pretrain(app, **flags):
     from ltpll.reporting import RichProgress
     from ltpll.representation.ssp import pretrain as run_pretraining
 
-    data = DataConfig(
-        dataset=flags["dataset"], imbalance_ratio=flags["imbalance_ratio"],
-        imbalance_profile=flags["imbalance_profile"], max_per_class=flags["max_per_class"],
-        hierarchical=flags["hierarchical"], image_size=flags["image_size"],
-        strict=flags["strict"],
-    )
+    data = DataConfig(**subset_config(flags), imbalance_ratio=flags["imbalance_ratio"])
     app.console.print(
         f"[bold]ltpll pretrain[/]: rotation prediction on {escape(data.dataset)}, backbone "
         f"{escape(flags['backbone'])}, {flags['epochs']} epochs -> {escape(flags['output'])}"

@@ -12,6 +12,7 @@ import keras
 from ltpll import components
 from ltpll.data.pipeline import steps_per_epoch
 from ltpll.models.pll_model import PLLModel
+from ltpll.optimizers import freeze_backbone, sgd
 from ltpll.representation.ssp import load_pretrained_backbone
 
 
@@ -58,6 +59,15 @@ def initial_backbone(model_config, context):
     return backbone
 
 
+def backbone_reads_files(model_config):
+    """Whether building the run's backbone reads files or the network: ``--init-from``, or a
+    backbone option away from its default (``--pretrained imagenet`` or a weights file, a
+    keras-hub preset). ``train`` then builds it once before the run directory exists, so a
+    missing file or a failed download leaves no half-started run behind."""
+    backbone = model_config.declaration("backbone")
+    return bool(model_config.init_from) or model_config.backbone != backbone.resolve({})
+
+
 def build_model(config, data, mean, std):
     """The compiled PLLModel of a run, under its dtype policy."""
     with dtype_policy(config.train.precision):
@@ -84,7 +94,9 @@ def build_model(config, data, mean, std):
 
 
 def compile_model(model, config, num_samples):
-    """SGD with momentum (cosine decay if asked) over the run's steps, as the config says."""
+    """SGD with momentum (cosine decay if asked) over the run's steps, as the config says; the
+    backbone at ``--backbone-lr-scale`` times the learning rate (0: frozen, see
+    :mod:`ltpll.optimizers`)."""
     train = config.train
     steps = steps_per_epoch(num_samples, train.batch_size)
     learning_rate = train.lr
@@ -92,8 +104,10 @@ def compile_model(model, config, num_samples):
         learning_rate = keras.optimizers.schedules.CosineDecay(
             train.lr, decay_steps=max(1, train.epochs * steps), alpha=1e-3
         )
+    if train.backbone_lr_scale == 0:
+        freeze_backbone(model)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate, momentum=train.momentum),
+        optimizer=sgd(learning_rate, train.momentum, train.backbone_lr_scale),
         # XLA cannot place one program across mirrored replicas' devices; under
         # MirroredStrategy the step runs as a (non-XLA) TensorFlow graph instead.
         jit_compile=train.jit_compile and train.distribute == "none",

@@ -28,6 +28,9 @@ Adding a component is its module plus one registration line here (or in a plugin
 * ``backbone``: a function ``target(image_size, **options)`` returning a Keras model from
   normalised images to pooled features.
 
+A component may take one option in its name (``argument``): ``--backbone keras-hub:<preset>``
+is ``keras-hub`` with its ``preset`` option set, wherever a name is accepted.
+
 ``context`` is a :class:`BuildContext`: what the data and the run tell a component (class count,
 true class counts, epochs, the dev set, the seed).
 """
@@ -176,6 +179,8 @@ class Component:
         dev_per_class: clean dev images per class it needs held out (0: none); the default of
             ``--dev-per-class`` when it is chosen.
         single_device: cannot run under ``--distribute``.
+        argument: the option a name ``<name>:<value>`` sets (``keras-hub:resnet_50_imagenet``
+            is ``keras-hub`` with ``preset="resnet_50_imagenet"``); None: the name is plain.
     """
 
     kind: str
@@ -188,6 +193,7 @@ class Component:
     order: float | None = None
     dev_per_class: int = 0
     single_device: bool = False
+    argument: str | None = None
 
     def option(self, key):
         for option in self.options:
@@ -209,7 +215,13 @@ class Component:
             LTPLLError: for an option it does not have, or a bad value.
         """
         options = dict(options or {})
-        options.pop("name", None)
+        name = options.pop("name", None)
+        if self.argument and isinstance(name, str) and name.startswith(f"{self.name}:"):
+            value, given = name[len(self.name) + 1:], options.get(self.argument)
+            if given not in (None, value):
+                raise LTPLLError(f"{KINDS[self.kind].flag} {name} contradicts "
+                                 f"{self.option(self.argument).flag(self.name)} {given}")
+            options[self.argument] = value
         known = {option.key for option in self.options}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -271,6 +283,8 @@ PLUGIN_ENV = "LTPLL_PLUGINS"
 FLAG_ALIASES = {
     "--ldam-drw-start": ("--drw-start",),
     "--meta-dev-batch": ("--dev-batch",),
+    # Not older, but the name the pretrained-backbone workflow reads best with.
+    "--backbone-weights": ("--pretrained",),
 }
 
 
@@ -329,6 +343,11 @@ def get(kind, name):
         return _REGISTRY[kind][name]
     except (KeyError, TypeError):
         pass
+    if isinstance(name, str) and ":" in name:  # <name>:<value> of a component with an argument
+        prefix, _, value = name.partition(":")
+        component = _REGISTRY[kind].get(prefix)
+        if component is not None and component.argument and value:
+            return component
     hint = ""
     if _PLUGINS["errors"]:
         hint = f" (plugin {_PLUGINS['errors'][0][0]} failed to load)"
@@ -538,3 +557,22 @@ register(Component("backbone", "resnet-small", "ltpll.models.backbones:resnet_sm
                    "ResNet-small", "16/32/64 channels, one block per stage: for CPUs."))
 register(Component("backbone", "tiny", "ltpll.models.backbones:tiny_convnet", "tiny",
                    "One conv layer, no batch norm: for unit tests."))
+register(Component("backbone", "resnet50", "ltpll.models.backbones:resnet50", "ResNet-50",
+                   "ImageNet ResNet-50 of keras.applications (7x7/2 stem + max-pool, 2048-d "
+                   "features), from scratch or --pretrained.",
+                   options=(Option("weights", str, None,
+                                   "Pretrained weights: imagenet (downloaded once into "
+                                   "~/.keras/models) or the path of a .h5 / .weights.h5 file.",
+                                   Check("must be imagenet, none or the path of a .h5 / "
+                                         ".weights.h5 weights file",
+                                         lambda value: value in ("imagenet", "none", "")
+                                         or value.endswith(".h5")),
+                                   scope="backbone", default_help="none (from scratch)"),)))
+register(Component("backbone", "keras-hub", "ltpll.models.hub:keras_hub_backbone", "keras-hub",
+                   "A keras-hub preset's backbone, pooled: --backbone keras-hub:<preset> "
+                   "(needs pip install keras-hub).",
+                   options=(Option("preset", str, None,
+                                   "keras-hub preset (resnet_50_imagenet, a kaggle:// or hf:// "
+                                   "handle, a local directory).", scope="backbone",
+                                   default_help="keras-hub:<preset>"),),
+                   argument="preset"))

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ltpll import components
+from ltpll.data.defaults import DEFAULT_MEMORY_BUDGET_GB, INPUT_MODES
 from ltpll.errors import LTPLLError
 from ltpll.models import CONFIDENCE_DTYPES
 
@@ -93,6 +94,11 @@ class DataConfig:
             loss weighting needs, 10 for ``meta``).
         pseudo_labels: an ``ltpll pseudo-label`` file whose images join the training set as
             extra single-candidate samples.
+        train_split, test_split: split folders (``train``/``test``) or list files
+            (``ImageNet_LT_train.txt``, ``train2018.json``: :mod:`ltpll.data.lists`).
+        input_mode: ``auto`` (in memory when the decoded split fits ``memory_budget``, else
+            streamed from disk), ``stream`` or ``memory``.
+        memory_budget: GiB of decoded images a split may take in memory under ``auto``.
     """
 
     dataset: str = "cifar10"
@@ -108,6 +114,8 @@ class DataConfig:
     strict: bool = False
     dev_per_class: int | None = None
     pseudo_labels: str | None = None
+    input_mode: str = "auto"
+    memory_budget: float = DEFAULT_MEMORY_BUDGET_GB
 
     def validate(self):
         if self.imbalance_ratio is not None and self.imbalance_ratio < 1:
@@ -124,6 +132,11 @@ class DataConfig:
             raise LTPLLError(f"--image-size must be >= 8; received {self.image_size}")
         if self.dev_per_class is not None and self.dev_per_class < 0:
             raise LTPLLError(f"--dev-per-class must be >= 0; received {self.dev_per_class}")
+        if self.input_mode not in INPUT_MODES:
+            raise LTPLLError(f"input mode must be one of {', '.join(INPUT_MODES)}; "
+                             f"received {self.input_mode!r}")
+        if self.memory_budget < 0:
+            raise LTPLLError(f"--memory-budget must be >= 0 GB; received {self.memory_budget}")
 
     def describe(self):
         """Which images the run trains on, in words (the first line of ``ltpll train``)."""
@@ -145,7 +158,9 @@ class ModelConfig:
     defaults of the component's declared options and checks every value.
 
     Attributes:
-        backbone: ``resnet18``, ``resnet-small``, ``tiny`` (``ltpll.components.names("backbone")``).
+        backbone: ``resnet18``, ``resnet-small``, ``tiny``, ``resnet50`` (``{"name": "resnet50",
+            "weights": "imagenet"}``), ``keras-hub:<preset>`` (``ltpll.components.names
+            ("backbone")``).
         method: the PLL disambiguation method (``corr``, ``proden``, ``lw``, ``cavl``).
         rebalancer: long-tail rebalancing (``none``, ``records``, ``epoch-records``,
             ``oracle-la``, ``oracle-la-posthoc``, ``temp-oracle-la``).
@@ -208,6 +223,9 @@ class TrainConfig:
             ``float16`` (half the memory; see the README's Scaling section).
         jit_compile: compile the step with XLA (TensorFlow, single device). A plain TensorFlow
             graph is faster on CPUs (measured 2.4x for resnet-small); XLA is meant for GPUs.
+        backbone_lr_scale: the backbone's learning rate relative to the rest of the model
+            (:mod:`ltpll.optimizers`): 1 trains it as the head, 0.1 fine-tunes a pretrained one
+            gently, 0 freezes it (BatchNorm in inference mode, no weight decay).
     """
 
     epochs: int = 800
@@ -224,6 +242,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     confidence_dtype: str = "float32"
     jit_compile: bool = True
+    backbone_lr_scale: float = 1.0
 
     def validate(self):
         if self.epochs < 1:
@@ -234,6 +253,10 @@ class TrainConfig:
             raise LTPLLError(f"--lr must be > 0; received {self.lr}")
         if self.weight_decay < 0:
             raise LTPLLError(f"--weight-decay must be >= 0; received {self.weight_decay}")
+        if not self.backbone_lr_scale >= 0:  # NaN fails too
+            raise LTPLLError(
+                f"--backbone-lr-scale must be >= 0; received {self.backbone_lr_scale}"
+            )
         if self.update_start < 0:
             raise LTPLLError(f"--update-start must be >= 0; received {self.update_start}")
         if self.eval_every < 1:

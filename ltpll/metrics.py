@@ -5,6 +5,8 @@ Everything here is numpy on the host, run once per evaluation, never in the trai
 
 import numpy as np
 
+from ltpll.data.files import is_streamed
+
 # CIFAR-100-LT convention: Many > 100 training images, Few < 20, Medium in between.
 MANY_THRESHOLD = 100
 FEW_THRESHOLD = 20
@@ -98,5 +100,10 @@ EVAL_BATCH_SIZE = 512
 
 
 def predict_logits(model, images, batch_size=EVAL_BATCH_SIZE):
-    """Debiased logits of a uint8 image array, batch by batch (``model.predict``)."""
+    """Debiased logits of a uint8 image array or of images on disk, batch by batch."""
+    # Imports Keras, which the rest of this module does not need.
+    from ltpll.data.pipeline import predict_batches
+
+    if is_streamed(images):
+        return np.asarray(model.predict(predict_batches(images, batch_size), verbose=0))
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))

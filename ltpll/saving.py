@@ -28,6 +28,7 @@ def register_layers():
     import ltpll.models.augment  # noqa: F401
     import ltpll.models.heads  # noqa: F401
     import ltpll.models.pll_model  # noqa: F401
+    import ltpll.optimizers  # noqa: F401  (--backbone-lr-scale's optimizer)
 
     for kind in components.KINDS:
         for component in components.components(kind):

@@ -18,7 +18,12 @@ import tempfile
 import keras
 
 from ltpll import distribution
-from ltpll.assembly import build_context, build_model, initial_backbone
+from ltpll.assembly import (
+    backbone_reads_files,
+    build_context,
+    build_model,
+    initial_backbone,
+)
 from ltpll.callbacks import (
     Checkpoint,
     EvaluateEvery,
@@ -28,7 +33,8 @@ from ltpll.callbacks import (
     TrainingClock,
 )
 from ltpll.checkpoint import load_checkpoint, remove_checkpoints
-from ltpll.data.pipeline import train_batches
+from ltpll.data.files import is_streamed
+from ltpll.data.pipeline import distributed_stream, train_batches
 from ltpll.data.prepare import align_classes, channel_statistics, prepare_data
 from ltpll.data.sources import load_split
 from ltpll.environment import tensorflow_available
@@ -82,7 +88,9 @@ def train(config, callbacks=(), log=print):
             f"--batch-size {config.train.batch_size} is larger than the training set "
             f"({len(data.labels)} images)"
         )
-    if config.model.init_from:  # a bad --init-from fails here, before the run directory exists
+    if backbone_reads_files(config.model):
+        # A bad --init-from, a missing weights file or a failed download fails here, before
+        # the run directory exists (a retry with the same --output then just works).
         initial_backbone(config.model, build_context(config, data))
     if chief:
         start_run_directory(config, data)
@@ -176,8 +184,16 @@ def _fit_into(out, config, data, checkpoint_path, callbacks, strategy):
             batches, steps = train_batches(
                 data.images, data.candidates, data.labels, config.train.batch_size,
                 config.train.seed + 2, config.train.epochs, initial_epoch,
+                strict=config.data.strict,
             )
-            if config.train.distribute == "multi-worker":
+            if config.train.distribute == "multi-worker" and is_streamed(data.images):
+                # Each worker reads and decodes only its slice of every global batch.
+                batches = distributed_stream(
+                    strategy, data.images, data.candidates, data.labels,
+                    config.train.batch_size, config.train.seed + 2, config.train.epochs,
+                    initial_epoch, strict=config.data.strict,
+                )
+            elif config.train.distribute == "multi-worker":
                 # Each worker takes its slice of every global batch (ltpll.distribution).
                 batches = distribution.shard_global_batches(batches)
             model.fit(
@@ -234,7 +250,8 @@ def evaluate(run_dir, dataset=None, split=None, batch_size=EVAL_BATCH_SIZE, outp
     test = load_split(
         dataset or config.data.dataset, split or config.data.test_split,
         image_size if (config.data.image_size or dataset) else None,
-        strict=config.data.strict,
+        strict=config.data.strict, input_mode=config.data.input_mode,
+        memory_budget=config.data.memory_budget,
     )
     if test.images.shape[1:] != tuple(model.image_shape):
         raise LTPLLError(

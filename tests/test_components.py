@@ -51,6 +51,8 @@ def test_every_component_builds_round_trips_and_trains_a_step(kind, name):
     images, candidates, labels = tiny_pll_arrays()
     context = _context(images, labels, candidates.shape[1])
     declaration = components.get(kind, name)
+    if declaration.argument:  # keras-hub:<preset>: tests/test_pretrained_backbones.py
+        pytest.skip(f"{name} is built from the {declaration.argument} its name gives")
     built = components.build(kind, name, context)
     defaults = declaration.resolve({})
 

@@ -98,9 +98,24 @@ TRAIN_SNIPPET = textwrap.dedent(r"""
     n, c, batch, epochs = 48, 5, 8, 2
     images, candidates, labels = tiny_pll_arrays(n, c, rate=0.5)
     keras.utils.set_random_seed(7)
-    dataset = train_dataset(images, candidates, labels, batch, seed=5, epochs=epochs)
-    if strategy is not None:
-        dataset = shard_global_batches(dataset)
+    if sys.argv[3] == "stream":  # the same images as files, each worker decoding its part
+        import os
+        from PIL import Image
+        from ltpll.data.files import ImageFiles
+        from ltpll.data.pipeline import distributed_stream, stream_train_dataset
+        folder = sys.argv[2] + "-files"
+        os.makedirs(folder)
+        for row, image in enumerate(images):
+            Image.fromarray(image).save(os.path.join(folder, f"{row}.png"))
+        files = ImageFiles([os.path.join(folder, f"{row}.png") for row in range(n)], 16, 16)
+        if strategy is not None:
+            dataset = distributed_stream(strategy, files, candidates, labels, batch, 5, epochs)
+        else:
+            dataset = stream_train_dataset(files, candidates, labels, batch, 5, epochs=epochs)
+    else:
+        dataset = train_dataset(images, candidates, labels, batch, seed=5, epochs=epochs)
+        if strategy is not None:
+            dataset = shard_global_batches(dataset)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         records = Records(0.9)
         model = tiny_model(images, candidates, rebalancer=records)
@@ -115,13 +130,16 @@ TRAIN_SNIPPET = textwrap.dedent(r"""
 """)
 
 
-def test_two_workers_agree_and_match_a_single_process(tmp_path):
+@pytest.mark.parametrize("source", ["memory", "stream"])
+def test_two_workers_agree_and_match_a_single_process(tmp_path, source):
+    """In memory, every worker gathers the global batch and keeps its part; streamed from
+    files, each worker decodes only its part: both must step like one process."""
     ports = free_ports(2)
     python = [sys.executable, "-c", TRAIN_SNIPPET]
     results = run_together([
-        (python + ["multi-worker", str(tmp_path / "worker0.npz")], worker_env(ports, 0)),
-        (python + ["multi-worker", str(tmp_path / "worker1.npz")], worker_env(ports, 1)),
-        (python + ["none", str(tmp_path / "single.npz")], {}),
+        (python + ["multi-worker", str(tmp_path / "worker0.npz"), source], worker_env(ports, 0)),
+        (python + ["multi-worker", str(tmp_path / "worker1.npz"), source], worker_env(ports, 1)),
+        (python + ["none", str(tmp_path / "single.npz"), source], {}),
     ], tmp_path)
     for returncode, output in results:
         assert returncode == 0, output[-3000:]

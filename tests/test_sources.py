@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltpll.data import sources
+from ltpll.data import files, sources
 from ltpll.data.sources import ImageSet, default_cache_dir, load_split
 from ltpll.errors import LTPLLError
 from tests.helpers import run_python
@@ -110,6 +110,12 @@ def test_sizes_must_agree_unless_resized(tmp_path, cache, monkeypatch, decoder):
     make_folder(tmp_path / "data", {"train": {"cat": 2, "dog": 1}})
     odd = np.random.default_rng(1).integers(0, 256, (10, 12, 3)).astype(np.uint8)
     Image.fromarray(odd).save(tmp_path / "data/train/dog/odd.png")
+    said = []
+    default = load_split(str(tmp_path / "data"), "train", cache_dir=str(cache), log=said.append)
+    assert default.images.shape == (4, 224, 224, 3) and default.image_size == 224
+    assert any("images differ in size" in line and "224x224" in line for line in said)
+    # An odd size the header probe does not see is named when the images are decoded.
+    monkeypatch.setattr(files, "_SIZE_PROBES", 1)
     with pytest.raises(LTPLLError, match=r"dog/odd.png is 12x10.*--image-size"):
         load_split(str(tmp_path / "data"), "train", cache_dir=str(cache))
 

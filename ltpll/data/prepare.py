@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 
 from ltpll.data import candidates as candidate_sets
+from ltpll.data import files as image_files
 from ltpll.data import longtail
 from ltpll.data.devset import hold_out_dev
 from ltpll.data.pseudo_label_file import load_pseudo_labels
@@ -27,8 +28,8 @@ from ltpll.errors import LTPLLError
 class TrainingData:
     """The LT-PLL training set and the test split, as numpy arrays."""
 
-    images: np.ndarray          # uint8 [N, H, W, 3]
-    candidates: np.ndarray      # float32 [N, C] multi-hot
+    images: np.ndarray          # uint8 [N, H, W, 3], or ImageFiles streamed from disk
+    candidates: np.ndarray      # bool [N, C] multi-hot
     labels: np.ndarray          # int [N] hidden true labels (-1 where unknown)
     paths: list                 # source path of each training image
     class_names: list
@@ -86,9 +87,12 @@ def prepare_data(data_config, seed, log=print, keep_split=False):
     log(f"candidate sets: mean size {stats['mean_size']:.3f}")
     unused = np.ones(len(train.labels), dtype=bool)
     unused[keep] = unused[dev_index] = False
+    dev_images = train.images[dev_index]
+    if image_files.is_streamed(dev_images):  # small, and read at every meta step
+        dev_images = dev_images.decode()
     data = TrainingData(
         images=train.images[keep],
-        candidates=candidates.astype(np.float32),
+        candidates=_as_bool(candidates),
         labels=labels,
         paths=[train.paths[i] for i in keep],
         class_names=list(train.class_names),
@@ -96,7 +100,7 @@ def prepare_data(data_config, seed, log=print, keep_split=False):
         test_images=test.images,
         test_labels=test.labels,
         unused_index=np.flatnonzero(unused),
-        dev_images=train.images[dev_index],
+        dev_images=dev_images,
         dev_labels=train.labels[dev_index],
         split=train if keep_split else None,
     )
@@ -112,10 +116,16 @@ def load_splits(data_config, log=print):
         LTPLLError: for images of different sizes, unknown test classes, or a class without
             test images.
     """
+    reading = dict(strict=data_config.strict, input_mode=data_config.input_mode,
+                   memory_budget=data_config.memory_budget, log=log)
     train = load_split(data_config.dataset, data_config.train_split, data_config.image_size,
-                       strict=data_config.strict)
+                       **reading)
+    if data_config.image_size is None and train.image_size is not None:
+        # The default size for images of mixed sizes: the test split and the run config (so
+        # resume, evaluate and export) take it too.
+        data_config.image_size = train.image_size
     test = load_split(data_config.dataset, data_config.test_split, data_config.image_size,
-                      strict=data_config.strict)
+                      classes=train, **reading)
     for split, image_set in ((data_config.train_split, train), (data_config.test_split, test)):
         if image_set.skipped:
             log(f"skipped {len(image_set.skipped)} unreadable image(s) of the {split} split, "
@@ -173,7 +183,7 @@ def make_candidates(labels, train, data_config, seed):
             labels, train.superclass_of, data_config.partial_rate, seed
         )
     return candidate_sets.uniform_candidates(
-        labels, len(train.class_names), data_config.partial_rate, seed
+        labels, len(train.class_names), data_config.partial_rate, seed, dtype=bool
     )
 
 
@@ -183,10 +193,13 @@ def add_pseudo_labels(data, path, log=print):
     Their hidden label is -1 (unknown): training accuracy and the class counts (which define
     Many/Medium/Few and the oracle baselines) stay those of the labelled set.
     """
+    if image_files.is_streamed(data.images):
+        raise LTPLLError("--pseudo-labels adds in-memory images, which a training set streamed "
+                         "from disk cannot take; pass --in-memory")
     images, labels, paths = load_pseudo_labels(path, data.class_names, data.images.shape[1:])
     log(f"pseudo-labels: {len(labels)} extra single-candidate images from {path}; per class "
         f"{np.bincount(labels, minlength=data.num_classes).tolist()}")
-    one_hot = np.eye(data.num_classes, dtype=np.float32)[labels]
+    one_hot = np.eye(data.num_classes, dtype=bool)[labels]
     return dataclasses.replace(
         data,
         images=np.concatenate([data.images, images]),
@@ -194,6 +207,12 @@ def add_pseudo_labels(data, path, log=print):
         labels=np.concatenate([data.labels, np.full(len(labels), -1, dtype=data.labels.dtype)]),
         paths=data.paths + [f"pseudo:{p}" for p in paths],
     )
+
+
+def _as_bool(candidates):
+    """Multi-hot sets as bool (a quarter of float32's memory), without a copy if they are."""
+    candidates = np.asarray(candidates)
+    return candidates if candidates.dtype == bool else candidates > 0
 
 
 def _check_every_class_tested(class_names, test_labels, split):
@@ -217,7 +236,18 @@ def align_classes(train_classes, test):
     return dataclasses.replace(test, labels=mapping[test.labels], class_names=list(train_classes))
 
 
-def channel_statistics(images):
-    """Per-channel mean and std of uint8 images, in [0, 1] units (for normalisation)."""
+#: Images decoded to estimate the channel statistics of a set streamed from disk.
+STATISTICS_SAMPLE = 1000
+
+
+def channel_statistics(images, seed=0):
+    """Per-channel mean and std of uint8 images, in [0, 1] units (for normalisation).
+
+    Images on disk are estimated from a seeded sample of :data:`STATISTICS_SAMPLE` of them
+    (the standard error of a channel mean is then ~0.1% of the pixel range).
+    """
+    if image_files.is_streamed(images):
+        rows = np.random.default_rng(seed).permutation(len(images))[:STATISTICS_SAMPLE]
+        images = images.decode(np.sort(rows))
     pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     return tuple(pixels.mean(axis=0).tolist()), tuple(np.maximum(pixels.std(axis=0), 1e-3).tolist())

@@ -32,6 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ltpll.data import lists
+from ltpll.data.files import (
+    DEFAULT_MEMORY_BUDGET_GB,
+    ImageFiles,
+    UnreadableImage,
+    choose_input,
+    decode_files,
+    default_size,
+    format_bytes,
+    probe_sizes,
+)
 from ltpll.errors import LTPLLError
 from ltpll.fileio import atomic_directory, atomic_path
 
@@ -48,10 +59,11 @@ _TF_BATCH = 1024
 
 @dataclasses.dataclass
 class ImageSet:
-    """One split of a dataset, in memory.
+    """One split of a dataset: its images in memory or on disk, and their labels.
 
     Attributes:
-        images: uint8 [N, H, W, 3].
+        images: uint8 [N, H, W, 3]: an array in memory, or the
+            :class:`~ltpll.data.files.ImageFiles` of a split streamed from disk.
         labels: int64 [N] class ids (indices into ``class_names``).
         class_names: the class names; for folders sorted, and those of the train split.
         paths: a stable id per image, used by candidate files: the path relative to the split
@@ -60,6 +72,10 @@ class ImageSet:
             them (CIFAR-100), else None.
         skipped: paths of the folder's images that could not be decoded (corrupt, truncated)
             and were left out.
+        image_size: the square size the images were resized to; None where they keep their
+            own size.
+        class_ids: a list split's own label ids, in label order (label ``c`` is id
+            ``class_ids[c]`` of the list file); None for folders and tfds.
     """
 
     images: np.ndarray
@@ -68,6 +84,8 @@ class ImageSet:
     paths: list[str]
     superclass_of: np.ndarray | None = None
     skipped: list[str] = dataclasses.field(default_factory=list)
+    image_size: int | None = None
+    class_ids: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,6 +103,8 @@ class ImageSet:
             class_names=list(self.class_names),
             paths=[self.paths[i] for i in indices],
             superclass_of=self.superclass_of,
+            image_size=self.image_size,
+            class_ids=self.class_ids,
         )
 
 
@@ -100,6 +120,10 @@ def load_split(
     image_size: int | None = None,
     cache_dir: str | None = None,
     strict: bool = False,
+    input_mode: str = "auto",
+    memory_budget: float = DEFAULT_MEMORY_BUDGET_GB,
+    classes: ImageSet | None = None,
+    log=None,
 ) -> ImageSet:
     """Load one split of a dataset into memory.
 
@@ -114,14 +138,21 @@ def load_split(
             :func:`default_cache_dir`.
         strict: fail on an image file that cannot be decoded (corrupt, truncated) instead of
             leaving it out (its path is then listed in ``ImageSet.skipped``).
+        input_mode: ``auto`` keeps a folder or list split in memory when its decoded images fit
+            ``memory_budget`` GiB and streams it from disk (``ImageSet.images`` an
+            :class:`~ltpll.data.files.ImageFiles`) otherwise; ``memory`` / ``stream`` force
+            either. tensorflow-datasets splits are always in memory.
+        classes: the training split, whose classes a list split's label ids must be among.
+        log: where the one-line decisions go (the default size, streaming); None: nowhere.
 
     Returns:
         An :class:`ImageSet`.
 
     Raises:
-        LTPLLError: an unknown dataset or missing path, a missing split, a folder without
-            (readable) images, an unreadable image with ``strict`` (named), images of different sizes without ``image_size``, test
-            classes the train split does not have, or a tfds dataset that cannot be downloaded.
+        LTPLLError: an unknown dataset or missing path, a missing split or list file, a folder
+            without (readable) images, an unreadable image with ``strict`` (named), images of a
+            size the default-size probe missed, test classes the train split does not have, or
+            a tfds dataset that cannot be downloaded.
 
     Example:
         >>> train = load_split("sample", "train")
@@ -136,12 +167,17 @@ def load_split(
     if dataset == SAMPLE:
         if not SAMPLE_ARCHIVE.is_file():
             raise LTPLLError(f"the packaged sample {SAMPLE_ARCHIVE} is missing; reinstall ltpll")
-        return _load_archive(SAMPLE_ARCHIVE, split, image_size, cache, strict)
+        return _load_archive(SAMPLE_ARCHIVE, split, image_size, cache, strict,
+                             _InputChoice("memory", memory_budget, lambda _message: None))
+    dataset, split = lists.dataset_spec(dataset, split)
+    decide = _InputChoice(input_mode, memory_budget, log or (lambda _message: None))
     path = Path(dataset).expanduser()
+    if path.is_dir() and lists.is_list_split(path, split):
+        return _load_list(path, split, image_size, decide, strict, classes)
     if path.is_dir():
-        return _load_folder(path, split, image_size, cache, strict=strict)
+        return _load_folder(path, split, image_size, cache, strict=strict, decide=decide)
     if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
-        return _load_archive(path, split, image_size, cache, strict)
+        return _load_archive(path, split, image_size, cache, strict, decide)
     if path.exists():
         raise LTPLLError(f"{dataset} is neither an image folder nor a .tar.gz/.tgz of one")
     raise LTPLLError(
@@ -217,11 +253,12 @@ def _resize(image: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def _load_archive(
-    archive: Path, split: str, image_size: int | None, cache: Path, strict: bool = False
+    archive: Path, split: str, image_size: int | None, cache: Path, strict: bool, decide
 ) -> ImageSet:
     extracted = _extract_once(archive, cache)
     return _load_folder(
-        _archive_root(extracted, split), split, image_size, cache, source=archive, strict=strict
+        _archive_root(extracted, split), split, image_size, cache, source=archive, strict=strict,
+        decide=decide,
     )
 
 
@@ -279,6 +316,76 @@ def _archive_root(extracted: Path, split: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# Memory or disk; the default size
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _InputChoice:
+    """How a folder or list split is read: ``--stream`` / ``--in-memory`` / the budget."""
+
+    input_mode: str
+    memory_budget: float
+    log: object
+
+    def size(self, files, image_size, where):
+        """``(image_size, (H, W, 3))``: the size asked for, or the default for these files."""
+        if image_size is None:
+            square = default_size(files, self.log)
+            if square is not None:
+                return square[0], (*square, 3)
+            sizes = probe_sizes(files)
+            if not sizes:
+                return None, _target_shape(files, None)  # names the unreadable file
+            return None, (*sizes[0], 3)
+        return image_size, (image_size, image_size, 3)
+
+    def mode(self, count, shape, where):
+        """``"memory"`` or ``"stream"``, said in one line when it streams."""
+        mode = choose_input(count, shape[0], shape[1], self.input_mode, self.memory_budget)
+        if mode == "stream":
+            decoded = format_bytes(count * shape[0] * shape[1] * 3)
+            why = ("--stream" if self.input_mode == "stream"
+                   else f"above --memory-budget {self.memory_budget:g} GB")
+            self.log(f"{where}: streaming {count} images from disk ({decoded} decoded, {why})")
+        return mode
+
+
+def _load_list(root: Path, split: str, image_size, decide, strict, classes) -> ImageSet:
+    """A split listed in a text or COCO-style JSON file (:mod:`ltpll.data.lists`)."""
+    train_list = None
+    if classes is not None and classes.class_ids is not None:
+        train_list = lists.FileList([], [], classes.labels[:0], classes.class_names,
+                                    classes.class_ids)
+    listing = lists.read_list(root, split, train_list)
+    missing = [path for path in listing.files[:: max(1, len(listing.files) // 64)]
+               if not os.path.isfile(path)]
+    if missing:
+        raise LTPLLError(f"{split} lists images that do not exist under {root}, e.g. "
+                         f"{missing[0]}")
+    where = f"{root}/{split}"
+    image_size, shape = decide.size(listing.files, image_size, where)
+    images = ImageFiles(listing.files, *shape[:2])
+    skipped = []
+    if decide.mode(len(listing.files), shape, where) == "memory":
+        unreadable = {}
+        decoded = decode_files(listing.files, *shape[:2],
+                               on_error=lambda row, error: unreadable.setdefault(row, error))
+        if strict and unreadable:
+            raise LTPLLError(f"{len(unreadable)} image(s) of {where} cannot be decoded, e.g. "
+                             f"{next(iter(unreadable.values()))}")
+        keep = np.ones(len(listing.files), dtype=bool)
+        keep[list(unreadable)] = False
+        if not keep.any():
+            raise LTPLLError(f"none of the {len(keep)} images of {where} can be decoded")
+        skipped = [listing.paths[row] for row in sorted(unreadable)]
+        images, listing.labels = decoded[keep], listing.labels[keep]
+        listing.paths = [p for p, k in zip(listing.paths, keep) if k]
+    return ImageSet(images, listing.labels, listing.class_names, listing.paths,
+                    skipped=skipped, image_size=image_size, class_ids=listing.class_ids)
+
+
+# --------------------------------------------------------------------------------------------
 # Image folders
 # --------------------------------------------------------------------------------------------
 
@@ -303,8 +410,14 @@ def _load_folder(
     cache: Path,
     source: Path | None = None,
     strict: bool = False,
+    decide=None,
 ) -> ImageSet:
     listing = _list_split(root.resolve(), split, source or root)
+    decide = decide or _InputChoice("memory", DEFAULT_MEMORY_BUDGET_GB, lambda _message: None)
+    image_size, shape = decide.size(listing.files, image_size, f"{source or root}/{split}")
+    if decide.mode(len(listing.files), shape, f"{source or root}/{split}") == "stream":
+        return ImageSet(ImageFiles(listing.files, *shape[:2]), listing.labels,
+                        listing.class_names, listing.paths, image_size=image_size)
     cache_file = _cache_file(cache, listing, image_size)
     image_set = _read_cache(cache_file, listing)
     if image_set is None:
@@ -322,6 +435,7 @@ def _load_folder(
             skipped=[listing.paths[row] for row in sorted(unreadable)],
         )
         _write_cache(cache_file, image_set)
+    image_set.image_size = image_size
     if strict and image_set.skipped:
         raise LTPLLError(
             f"{len(image_set.skipped)} image(s) in {source or root}/{split} cannot be decoded "
@@ -466,10 +580,6 @@ def _pillow_image(file: str, shape: tuple[int, int, int], image_size: int | None
         f"images differ in size: {file} is {array.shape[1]}x{array.shape[0]}, the first image "
         f"{shape[1]}x{shape[0]}; pass --image-size to resize them all"
     )
-
-
-class UnreadableImage(LTPLLError):
-    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
 def _open_rgb(file: str) -> np.ndarray:

@@ -34,6 +34,7 @@ from ltpll.disambiguation import get_method
 from ltpll.errors import LTPLLError
 from ltpll.models import CONFIDENCE_DTYPES
 from ltpll.models.augment import StrongAugment, WeakAugment
+from ltpll.models.backbones import set_input_statistics
 from ltpll.rebalancing.base import NoRebalancing
 from ltpll.weighting.base import LossWeighting
 
@@ -174,6 +175,8 @@ class PLLModel(keras.Model):
 
         # === Layers ===
         self.backbone = backbone
+        # A pretrained network's own preprocessing undoes this model's normalisation first.
+        set_input_statistics(backbone, self.mean, self.std)
         self.weighting = weighting if weighting is not None else LossWeighting(
             num_classes=self.num_classes, name="loss_weighting")
         self.head = self.weighting.build_head(self.num_classes)
@@ -232,12 +235,36 @@ class PLLModel(keras.Model):
         sizes = candidates.sum(axis=1, keepdims=True, dtype=np.float32)
         if np.any(sizes == 0):
             raise LTPLLError(f"{int(np.sum(sizes == 0))} samples have an empty candidate set")
-        rows = np.empty(candidates.shape, dtype=self.confidence_dtype)
         block = max(1, (1 << 24) // self.num_classes)  # 64 MB of float32 at a time
+
+        def rows_of(start, stop):
+            rows = candidates[start:stop].astype(np.float32) / sizes[start:stop]
+            return rows.astype(self.confidence_dtype)
+
+        target = self._sliceable_table()
+        if target is not None:
+            # TensorFlow, one device: write the table a block at a time, so the host never
+            # holds a second N x C copy (iNaturalist 2018 in float32: 14 GB).
+            for start in range(0, self.num_samples, block):
+                stop = min(self.num_samples, start + block)
+                target[start:stop].assign(rows_of(start, stop))
+            return
+        rows = np.empty(candidates.shape, dtype=self.confidence_dtype)
         for start in range(0, self.num_samples, block):
-            stop = start + block
-            rows[start:stop] = candidates[start:stop].astype(np.float32) / sizes[start:stop]
+            rows[start:start + block] = rows_of(start, start + block)
         self.confidence.assign(rows)
+
+    def _sliceable_table(self):
+        """The table's ``tf.Variable`` where slices of it can be assigned in place (TensorFlow
+        outside a distribution strategy), else None."""
+        if keras.backend.backend() != "tensorflow":
+            return None
+        import tensorflow as tf
+
+        value = getattr(self.confidence, "value", None)
+        if tf.distribute.has_strategy() or not isinstance(value, tf.Variable):
+            return None
+        return value
 
     def estimated_prior(self):
         """The current class prior as a numpy ``[C]`` array (uniform without RECORDS)."""
@@ -389,6 +416,23 @@ class PLLModel(keras.Model):
         self.confidence.assign(
             ops.scatter_update(self.confidence, ops.expand_dims(all_index, -1), all_rows)
         )
+
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """Keras' ``compile``; an optimizer that treats the backbone's variables apart
+        (:class:`~ltpll.optimizers.BackboneScaledSGD`, ``--backbone-lr-scale``) is told which
+        they are, here and when a saved model is recompiled from its config."""
+        super().compile(optimizer, *args, **kwargs)
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # loss scaling
+        if hasattr(inner, "set_backbone_variables"):
+            inner.set_backbone_variables(self.backbone.trainable_variables)
+
+    def compile_from_config(self, config):
+        """Keras' ``compile_from_config``, which skips a model whose ``compile`` is overridden;
+        this one's only adds to Keras', so a reloaded model (a checkpoint) is compiled as
+        Keras would, optimizer state included."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # its variables, to load into
 
     def training_callbacks(self):
         """The callbacks the rebalancer and the loss weighting need during ``fit``."""

@@ -37,6 +37,7 @@ from ltpll.environment import tensorflow_available
 from ltpll.errors import LTPLLError
 from ltpll.fileio import DirectoryNotMoved, atomic_directory, read_json, write_json
 from ltpll.models.augment import WeakAugment
+from ltpll.models.backbones import set_input_statistics
 from ltpll.models.pll_model import CIFAR10_MEAN, CIFAR10_STD, coupled_l2, normalise
 
 NUM_ROTATIONS = 4
@@ -157,6 +158,8 @@ class RotationPretrainer(keras.Model):
         self.seed = seed
 
         self.backbone = backbone
+        # A pretrained network's own preprocessing undoes this normalisation first.
+        set_input_statistics(backbone, self.mean, self.std)
         self.head = keras.layers.Dense(NUM_ROTATIONS, name="rotation_head")
         self.augment = augment or WeakAugment(seed=seed, name="weak_augment")
         self.rotation_accuracy = keras.metrics.SparseCategoricalAccuracy(name="acc")

@@ -45,17 +45,20 @@ def meta_offsets(train_loss, dev_loss, params, batch_size, learning_rate,
         dev_loss: ``dev_loss(params)`` -> the (mean) loss on the dev batch.
         params: list of the trainable parameter tensors ``theta``.
         batch_size: B, the length of ``eps``.
-        learning_rate: the virtual step's learning rate (the optimizer's current one).
+        learning_rate: the virtual step's learning rate (the optimizer's current one), or a
+            list of one per parameter (a backbone at ``--backbone-lr-scale``).
         step_size: the step on ``eps``.
 
     Returns:
         ``-step_size * dL_dev(theta~(eps))/d eps`` at ``eps = 0``, without gradient.
     """
     params = list(params)
+    rates = (list(learning_rate) if isinstance(learning_rate, (list, tuple))
+             else [learning_rate] * len(params))
 
     def dev_loss_after_virtual_step(eps):
         grads = grad(lambda theta: train_loss(theta, eps), params)
-        return dev_loss([p - learning_rate * g for p, g in zip(params, grads)])
+        return dev_loss([p - rate * g for p, rate, g in zip(params, rates, grads)])
 
     eps_grad = grad(dev_loss_after_virtual_step, ops.zeros((batch_size,), dtype="float32"))
     return ops.stop_gradient(-step_size * eps_grad)
@@ -186,8 +189,13 @@ class MetaWeighting(ClassBalanced):
             return ops.mean(keras.losses.sparse_categorical_crossentropy(
                 dev_labels, logits_of(theta, dev_images), from_logits=True))
 
-        return meta_offsets(train_loss, dev_loss, params, ops.shape(targets)[0],
-                            self.learning_rate(model.optimizer), self.step_size)
+        # The virtual step moves the backbone at --backbone-lr-scale, as the real one does.
+        learning_rate = self.learning_rate(model.optimizer)
+        scale = getattr(getattr(model.optimizer, "inner_optimizer", model.optimizer),
+                        "backbone_lr_scale", 1.0)
+        rates = [learning_rate * scale] * split + [learning_rate] * (len(params) - split)
+        return meta_offsets(train_loss, dev_loss, params, ops.shape(targets)[0], rates,
+                            self.step_size)
 
     def get_config(self):
         return {**super().get_config(), "start": self.start,

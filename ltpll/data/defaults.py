@@ -1,0 +1,11 @@
+"""Defaults of reading images that the CLI shows in ``--help``: kept free of imports (no numpy),
+so ``ltpll --help`` stays instant."""
+
+#: The side images of mixed sizes are resized to when ``--image-size`` is not given: the input
+#: size of every ImageNet-pretrained backbone.
+DEFAULT_IMAGE_SIZE = 224
+#: Decoded GiB of a split above which it streams from disk unless ``--in-memory`` is given.
+#: Below the 2 GB a TensorFlow graph constant can hold, and small beside any machine that
+#: trains on it; CIFAR-10 (150 MB) and CIFAR-100 fit, ImageNet-LT (17 GB at 224 px) does not.
+DEFAULT_MEMORY_BUDGET_GB = 1.5
+INPUT_MODES = ("auto", "stream", "memory")
