@@ -11,7 +11,7 @@ EPOCHS ?= 800
 OUTPUT ?= runs/c10-lt-corr-records
 
 .PHONY: install test test-all train demo bench-augment bench-grid-cpu bench-step-cpu \
-	bench-reweight-cpu paper-c10 clean
+	bench-reweight-cpu bench-scale-cpu paper-c10 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,17 @@ bench-reweight-cpu: install
 bench-step-cpu: install
 	$(BIN)/ltpll bench-step --backbone resnet-small --batch-size 128 --steps 20 --precision float32
 	$(BIN)/ltpll bench-step --backbone resnet-small --batch-size 128 --steps 20 --precision mixed_bfloat16
+
+# Large-dataset checks on this CPU (7 to 9 minutes on 2 cores): ~5,000 ImageNet-like JPEGs
+# generated once under $(CACHE)/bench-scale, input-pipeline images/s at 224 px (streamed tf.data,
+# image_dataset_from_directory, random-resized crop in the pipeline vs on device, Pillow
+# PyDataset), peak RSS of streamed vs in-memory `ltpll train` on 1,000 vs 5,000 images, and the
+# ResNet-50 step. Tables in $(SCALE_OUTPUT)/results.md. Quicker: SCALE_FLAGS="--skip-train".
+SCALE_OUTPUT ?= runs/bench-scale-cpu
+SCALE_FLAGS ?=
+bench-scale-cpu: install
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_scale.py --output $(SCALE_OUTPUT) \
+		$(SCALE_FLAGS)
 
 # The paper's CIFAR-10-LT comparison (rho=100, q in {0.3, 0.5}; CORR vs CORR+RECORDS, ResNet-18,
 # 800 epochs, bf16) as one resumable grid: run on a GPU machine. On a machine with JAX and no

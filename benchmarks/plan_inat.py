@@ -60,7 +60,7 @@ def main():
     print("| stage | array | seconds | peak RSS so far |")
     print("|---|---|---|---|")
     for name, size, seconds, peak in rows:
-        print(f"| {name} | {size:.2f} GB | {seconds:.1f} | {peak:.2f} GB |")
+        print(f"| {name} | {size:.2f} GiB | {seconds:.1f} | {peak:.2f} GiB |")
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ def _run_config(root, output, **data):
     return RunConfig(
         data=_data_config(root, input_mode="stream", **data),
         model=ModelConfig(backbone="tiny", method="corr", rebalancer="records"),
-        train=TrainConfig(epochs=3, batch_size=16, lr=0.05, eval_every=1, seed=4),
+        train=TrainConfig(epochs=2, batch_size=16, lr=0.05, eval_every=2, seed=4),
         output=str(output),
     )
 
