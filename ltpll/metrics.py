@@ -102,8 +102,9 @@ EVAL_BATCH_SIZE = 512
 def predict_logits(model, images, batch_size=EVAL_BATCH_SIZE):
     """Debiased logits of a uint8 image array or of images on disk, batch by batch."""
     # Imports Keras, which the rest of this module does not need.
-    from ltpll.data.pipeline import predict_batches
+    from ltpll.data.pipeline import predict_batches, unreadable_files_as_errors
 
     if is_streamed(images):
-        return np.asarray(model.predict(predict_batches(images, batch_size), verbose=0))
+        with unreadable_files_as_errors(images, "the images to predict"):
+            return np.asarray(model.predict(predict_batches(images, batch_size), verbose=0))
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))

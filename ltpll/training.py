@@ -34,7 +34,11 @@ from ltpll.callbacks import (
 )
 from ltpll.checkpoint import load_checkpoint, remove_checkpoints
 from ltpll.data.files import is_streamed
-from ltpll.data.pipeline import distributed_stream, train_batches
+from ltpll.data.pipeline import (
+    distributed_stream,
+    train_batches,
+    unreadable_files_as_errors,
+)
 from ltpll.data.prepare import align_classes, channel_statistics, prepare_data
 from ltpll.data.sources import load_split
 from ltpll.environment import tensorflow_available
@@ -196,15 +200,16 @@ def _fit_into(out, config, data, checkpoint_path, callbacks, strategy):
             elif config.train.distribute == "multi-worker":
                 # Each worker takes its slice of every global batch (ltpll.distribution).
                 batches = distribution.shard_global_batches(batches)
-            model.fit(
-                batches,
-                epochs=config.train.epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
-                callbacks=fit_callbacks,
-                shuffle=False,  # the pipeline orders each epoch itself
-                verbose=0,
-            )
+            with unreadable_files_as_errors(data.images, "the training set"):
+                model.fit(
+                    batches,
+                    epochs=config.train.epochs,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=steps,
+                    callbacks=fit_callbacks,
+                    shuffle=False,  # the pipeline orders each epoch itself
+                    verbose=0,
+                )
     elapsed = clock.seconds()
 
     save_model(model, os.path.join(out, RUN_FILES["model"]))

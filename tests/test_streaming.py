@@ -391,3 +391,34 @@ def test_jax_without_tensorflow_trains_on_files_with_aligned_epochs(numbered_fil
         # The pixels are those of the file the index names (file 13, corrupt, is not listed).
         assert rows == [r + (r >= 13) for r in index]
         assert index == out["expected"][str(epoch)][batch * 8:(batch + 1) * 8]
+
+
+def test_an_undecodable_file_under_strict_or_in_the_test_list_is_one_line(list_dataset,
+                                                                          tmp_path, monkeypatch):
+    import ltpll.training
+
+    # Past the normalisation statistics (whose sample skips the file, or names it under
+    # --strict before training starts): the error comes from the input pipeline itself.
+    monkeypatch.setattr(ltpll.training, "channel_statistics", lambda images: ((0.5,) * 3,) * 2)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    lines = (list_dataset / "train.txt").read_text()
+    (tmp_path / "train.txt").write_text(lines + f"{corrupt} 0\n")
+    (tmp_path / "test.txt").write_text((list_dataset / "test.txt").read_text() + f"{corrupt} 1\n")
+    common = ["train", "--dataset", str(list_dataset), "--stream", "--image-size", "16",
+              "--backbone", "tiny", "--epochs", "1", "--batch-size", "16"]
+    for extra, words in ((["--strict", "--test-list", str(list_dataset / "test.txt")],
+                          "an image file of the training set cannot be decoded"),
+                         (["--test-list", str(tmp_path / "test.txt")],
+                          "an image file of the images to predict cannot be decoded")):
+        output = tmp_path / f"run{len(words)}"
+        result = CliRunner().invoke(main, [*common, "--train-list", str(tmp_path / "train.txt"),
+                                           *extra, "--output", str(output)])
+        assert result.exit_code == 2, result.output
+        assert words in result.output and "Traceback" not in result.output
+
+
+def test_channel_statistics_leave_out_an_undecodable_file(numbered_files):
+    readable = [f for i, f in enumerate(numbered_files) if i != 13]
+    with_corrupt = channel_statistics(ImageFiles(numbered_files, 12, 12), block=7)
+    assert np.allclose(with_corrupt, channel_statistics(ImageFiles(readable, 12, 12).decode()))

@@ -82,10 +82,11 @@ class ImageFiles:
             "needs them in memory: pass --in-memory (or a larger --memory-budget)"
         )
 
-    def decode(self, rows=None, workers=None) -> np.ndarray:
-        """The images at ``rows`` (default: all) decoded into one uint8 array, in parallel."""
+    def decode(self, rows=None, workers=None, on_error=None) -> np.ndarray:
+        """The images at ``rows`` (default: all) decoded into one uint8 array, in parallel
+        (``on_error``: as for :func:`decode_files`)."""
         files = self.files if rows is None else self.files[np.asarray(rows)]
-        return decode_files(files, self.height, self.width, workers=workers)
+        return decode_files(files, self.height, self.width, workers=workers, on_error=on_error)
 
 
 def is_streamed(images) -> bool:

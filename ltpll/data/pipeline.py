@@ -28,7 +28,9 @@ aligned whatever the decode order. Candidate sets are kept bit-packed (``C / 8``
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 
 import keras
 import numpy as np
@@ -368,6 +370,32 @@ def distributed_stream(strategy, images, candidates, labels, batch_size, seed, e
         )
 
     return strategy.distribute_datasets_from_function(per_worker)
+
+
+_DECODE_FAILURE = re.compile(r"JPEG|PNG|GIF|BMP|image|Input is empty|decode", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def unreadable_files_as_errors(images, what="a streamed split"):
+    """An image file the streaming pipeline cannot decode (a training set under ``--strict``, or
+    a test split, whose rows must all be there) stops with one line, not a TensorFlow traceback.
+    """
+    if not (is_streamed(images) and tensorflow_available()):
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = (error.message or str(error)).strip()
+        if not _DECODE_FAILURE.search(message):
+            raise
+        raise LTPLLError(
+            f"an image file of {what} cannot be decoded ({message.splitlines()[0][:160]}); "
+            "fix or remove it (training images that cannot be decoded are skipped unless "
+            "--strict)"
+        ) from None
 
 
 def unpack_bits(packed, num_classes):

@@ -209,6 +209,14 @@ def add_pseudo_labels(data, path, log=print):
     )
 
 
+def _readable(images, rows):
+    """The decoded images at ``rows``, leaving out the files that cannot be decoded (which the
+    streaming pipeline skips too)."""
+    unreadable = []
+    decoded = images.decode(rows, on_error=lambda row, _error: unreadable.append(row))
+    return np.delete(decoded, unreadable, axis=0)
+
+
 def _as_bool(candidates):
     """Multi-hot sets as bool (a quarter of float32's memory), without a copy if they are."""
     candidates = np.asarray(candidates)
@@ -251,7 +259,8 @@ def channel_statistics(images, seed=0, block=64):
     """
     if image_files.is_streamed(images):
         rows = np.sort(np.random.default_rng(seed).permutation(len(images))[:STATISTICS_SAMPLE])
-        chunks = (images.decode(rows[start:start + block]) for start in range(0, len(rows), block))
+        chunks = (_readable(images, rows[start:start + block])
+                  for start in range(0, len(rows), block))
     else:
         chunks = (images[start:start + block] for start in range(0, len(images), block))
     channels = images.shape[-1]
