@@ -422,3 +422,13 @@ def test_channel_statistics_leave_out_an_undecodable_file(numbered_files):
     readable = [f for i, f in enumerate(numbered_files) if i != 13]
     with_corrupt = channel_statistics(ImageFiles(numbered_files, 12, 12), block=7)
     assert np.allclose(with_corrupt, channel_statistics(ImageFiles(readable, 12, 12).decode()))
+
+
+def test_rotation_pretraining_streams_a_list_set_too(list_dataset, tmp_path):
+    result = CliRunner().invoke(main, [
+        "pretrain", "--dataset", str(list_dataset), "--train-list", "train.txt",
+        "--test-list", "test.txt", "--stream", "--image-size", "16", "--backbone", "tiny",
+        "--epochs", "1", "--batch-size", "16", "--output", str(tmp_path / "ssp")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ssp" / "pretrain.json").read_text())
+    assert summary["epochs"] == 1 and 0 <= summary["rotation_accuracy"] <= 1

@@ -31,7 +31,7 @@ import numpy as np
 from keras import ops
 
 from ltpll import components
-from ltpll.data.pipeline import PLLBatches, steps_per_epoch, train_dataset
+from ltpll.data.pipeline import train_batches
 from ltpll.data.prepare import channel_statistics, prepare_data
 from ltpll.environment import tensorflow_available
 from ltpll.errors import LTPLLError
@@ -336,16 +336,17 @@ def check_pretrain_output(path):
 def _image_batches(images, batch_size, seed, epochs):
     """Shuffled uint8 image batches of whole epochs, and the steps per epoch.
 
-    The training pipeline of ``ltpll train`` (:mod:`ltpll.data.pipeline`: tf.data when
-    TensorFlow is installed, else numpy for JAX) fed a constant one-column candidate matrix,
-    which this task ignores; the tf.data path drops the targets.
+    The training pipeline of ``ltpll train`` (:func:`ltpll.data.pipeline.train_batches`: in
+    memory or streamed from the files, tf.data when TensorFlow is installed, else numpy for
+    JAX) fed a constant one-column candidate matrix, which this task ignores; the tf.data path
+    drops the targets.
     """
-    unused = np.ones((len(images), 1), dtype=np.float32)
-    steps = steps_per_epoch(len(images), batch_size)
+    unused = np.ones((len(images), 1), dtype=bool)
+    batches, steps = train_batches(images, unused, np.full(len(images), -1), batch_size, seed,
+                                   epochs)
     if tensorflow_available():
-        dataset = train_dataset(images, unused, None, batch_size, seed, epochs=epochs)
-        return dataset.map(lambda x, y: x), steps
-    return PLLBatches(images, unused, None, batch_size, seed), steps
+        batches = batches.map(lambda x, y: x)
+    return batches, steps
 
 
 def _write_result(output, backbone, summary):
