@@ -35,7 +35,7 @@ import re
 import keras
 import numpy as np
 
-from ltpll.data.files import ImageFiles, decode_file, is_streamed
+from ltpll.data.files import ANTIALIAS_FROM, ImageFiles, decode_file, is_streamed
 from ltpll.environment import tensorflow_available
 from ltpll.errors import LTPLLError
 
@@ -459,7 +459,7 @@ def decode_image_tf(data, height, width):
         # `make bench-scale-cpu`) and matters little below a 3x reduction; JPEGs larger than
         # that are mostly reduced by the DCT-scaled decode above.
         shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        far = tf.reduce_any(shape >= 3.0 * tf.constant([height, width], tf.float32))
+        far = tf.reduce_any(shape >= ANTIALIAS_FROM * tf.constant([height, width], tf.float32))
         return tf.cond(far, lambda: resize(True), lambda: resize(False))
 
     same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
