@@ -25,8 +25,9 @@ from ltpll.cli.options import ComponentChoice, component_choice
               help="Loss weighting in the full step (meta: its ~3x virtual step is timed).")
 @click.option("--image-size", type=int, default=32, show_default=True)
 @click.option("--num-classes", type=int, default=10, show_default=True)
-@click.option("--jit/--no-jit", "jit_compile", default=True, show_default=True,
-              help="Compile both steps with XLA (TensorFlow; JAX always jits).")
+@click.option("--jit/--no-jit", "jit_compile", default=None,
+              help="Compile both steps with XLA (TensorFlow; JAX always jits) [default: as "
+                   "`ltpll train` would here: XLA on a GPU, not on a CPU].")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 @pass_app
 @user_errors

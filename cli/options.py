@@ -140,8 +140,9 @@ def _shared():
                      default="float32", show_default=True, help="Keras dtype policy."),
         click.option("--steps-per-execution", type=int, default=1, show_default=True,
                      help="Training steps per compiled call (fewer host round trips)."),
-        click.option("--jit/--no-jit", "jit_compile", default=True, show_default=True,
-                     help="XLA-compile the step (TensorFlow). --no-jit is faster on CPUs."),
+        click.option("--jit/--no-jit", "jit_compile", default=None,
+                     help="XLA-compile the step (TensorFlow) or not [default: XLA on a GPU, a "
+                          "plain TensorFlow graph on a CPU, where it is faster]."),
         click.option("--confidence-dtype", type=click.Choice(["float32", "float16"]),
                      default="float32", show_default=True,
                      help="Storage of the N x C confidence table (float16 halves it)."),

@@ -27,8 +27,9 @@ from ltpll.cli.options import component_choice, subset_config, subset_options
               help="Coupled L2, as PyTorch SGD's weight_decay (RotNet's 5e-4).")
 @click.option("--seed", type=int, default=123, show_default=True,
               help="Also picks the long-tailed subset: use the seed of the training run.")
-@click.option("--jit/--no-jit", "jit_compile", default=True, show_default=True,
-              help="XLA-compile the step (TensorFlow). --no-jit is faster on CPUs.")
+@click.option("--jit/--no-jit", "jit_compile", default=None,
+              help="XLA-compile the step (TensorFlow) or not [default: XLA on a GPU, a plain "
+                   "TensorFlow graph on a CPU, where it is faster].")
 @click.option("--output", required=True, metavar="DIR",
               help="New directory for backbone.weights.h5 and pretrain.json.")
 @pass_app

@@ -11,6 +11,7 @@ import keras
 
 from ltpll import components
 from ltpll.data.pipeline import steps_per_epoch
+from ltpll.environment import xla_is_faster
 from ltpll.models.pll_model import PLLModel
 from ltpll.optimizers import freeze_backbone, sgd
 from ltpll.representation.ssp import load_pretrained_backbone
@@ -108,11 +109,31 @@ def compile_model(model, config, num_samples):
         freeze_backbone(model)
     model.compile(
         optimizer=sgd(learning_rate, train.momentum, train.backbone_lr_scale),
-        # XLA cannot place one program across mirrored replicas' devices; under
-        # MirroredStrategy the step runs as a (non-XLA) TensorFlow graph instead.
-        jit_compile=train.jit_compile and train.distribute == "none",
+        jit_compile=use_jit(train),
         steps_per_execution=steps_per_execution(steps, train.steps_per_execution),
     )
+
+
+def use_jit(train):
+    """Whether the run's step is XLA-compiled (``jit`` on JAX): ``--jit``/``--no-jit`` if given,
+    else the machine's fast path (:func:`ltpll.environment.xla_is_faster`). XLA cannot place one
+    program across mirrored replicas' devices, so under a distribution strategy the step runs as
+    a (non-XLA) TensorFlow graph."""
+    if train.distribute != "none":
+        return False
+    return xla_is_faster() if train.jit_compile is None else bool(train.jit_compile)
+
+
+def describe_step(train):
+    """How the step is compiled, in words, for the first lines of ``ltpll train``."""
+    chosen = use_jit(train)
+    if keras.backend.backend() == "jax":
+        return "training step: jax.jit" if chosen else "training step: JAX without jit (--no-jit)"
+    name = "XLA" if chosen else "TensorFlow graph, no XLA"
+    if train.jit_compile is not None or train.distribute != "none":
+        return f"training step: {name}"
+    why = "the fast path on a GPU" if chosen else "faster on a CPU; --jit for XLA"
+    return f"training step: {name} ({why})"
 
 
 def steps_per_execution(steps_per_epoch, requested):

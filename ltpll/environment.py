@@ -11,6 +11,26 @@ import sys
 import tempfile
 
 
+def xla_is_faster():
+    """Whether XLA-compiling the training step is the fast path on this machine.
+
+    On a GPU it is. On a CPU a plain TensorFlow graph runs the convolutions faster (measured on
+    2 cores: ResNet-18 1.45x, resnet-small 2.4x, ResNet-50 at 224 px 2.7x), so XLA is not the
+    default there. JAX always jit-compiles: without ``jit`` it would run op by op. Imports the
+    backend; call it when a model is compiled.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
 def tensorflow_available():
     """True when TensorFlow is installed (tf.data, SavedModel export, distribution)."""
     return importlib.util.find_spec("tensorflow") is not None

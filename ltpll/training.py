@@ -22,6 +22,7 @@ from ltpll.assembly import (
     backbone_reads_files,
     build_context,
     build_model,
+    describe_step,
     initial_backbone,
 )
 from ltpll.callbacks import (
@@ -98,6 +99,7 @@ def train(config, callbacks=(), log=print):
         initial_backbone(config.model, build_context(config, data))
     if chief:
         start_run_directory(config, data)
+    log(describe_step(config.train))
     return _fit(config, data, None, callbacks, strategy)
 
 

@@ -75,3 +75,24 @@ def test_no_jit_runs_the_same_step_as_a_plain_graph(image_folder, tmp_path):
     assert not first.jit_compile and np.isfinite(final["top1"])
     for a, b in zip(_weights(first), _weights(again), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_default_compilation_is_the_fast_path_of_the_machine(monkeypatch):
+    import tensorflow as tf
+
+    from ltpll import environment
+    from ltpll.assembly import describe_step, use_jit
+    from ltpll.config import TrainConfig
+
+    cpu_only = not tf.config.list_physical_devices("GPU")
+    assert use_jit(TrainConfig()) is (not cpu_only)
+    assert use_jit(TrainConfig(jit_compile=True)) and not use_jit(TrainConfig(jit_compile=False))
+    assert not use_jit(TrainConfig(jit_compile=True, distribute="mirrored"))
+    if cpu_only:
+        assert describe_step(TrainConfig()) == (
+            "training step: TensorFlow graph, no XLA (faster on a CPU; --jit for XLA)")
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert use_jit(TrainConfig())  # a GPU: XLA
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert environment.xla_is_faster()  # JAX always jits

@@ -19,13 +19,13 @@ import numpy as np
 from ltpll import components
 from ltpll.assembly import dtype_policy
 from ltpll.data.pipeline import train_batches
-from ltpll.environment import tensorflow_available
+from ltpll.environment import tensorflow_available, xla_is_faster
 from ltpll.models.pll_model import PLLModel
 
 
 def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32",
                method="corr", rebalance="records", image_size=32, num_classes=10,
-               steps_per_execution=1, warmup=3, seed=0, jit_compile=True, loss_weighting="none"):
+               steps_per_execution=1, warmup=3, seed=0, jit_compile=None, loss_weighting="none"):
     """Times the full PLL training step and the bare backbone step.
 
     Returns:
@@ -33,6 +33,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
         ``full_ms_per_step``, ``bare_ms_per_step``, ``overhead_ratio`` (full / bare), the
         settings, and the Keras backend and devices.
     """
+    if jit_compile is None:  # what `ltpll train` would choose on this machine
+        jit_compile = xla_is_faster()
     rng = np.random.default_rng(seed)
     samples = batch_size * max(steps, warmup)   # one epoch of distinct samples covers a fit
     images = rng.integers(0, 256, (samples, image_size, image_size, 3), dtype=np.uint8)

@@ -33,7 +33,7 @@ from keras import ops
 from ltpll import components
 from ltpll.data.pipeline import train_batches
 from ltpll.data.prepare import channel_statistics, prepare_data
-from ltpll.environment import tensorflow_available
+from ltpll.environment import tensorflow_available, xla_is_faster
 from ltpll.errors import LTPLLError
 from ltpll.fileio import DirectoryNotMoved, atomic_directory, read_json, write_json
 from ltpll.models.augment import WeakAugment
@@ -208,7 +208,7 @@ def _cross_entropy(y_pred):
 
 
 def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, output,
-             log=print, callbacks=(), jit_compile=True):
+             log=print, callbacks=(), jit_compile=None):
     """Pre-trains a backbone by rotation prediction on a run's training images.
 
     The images are the long-tailed training subset exactly as ``ltpll train`` would make it
@@ -231,7 +231,8 @@ def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, 
             at the end (from a temporary sibling directory), so an interrupted run leaves none.
         log: function for one-line progress messages.
         callbacks: extra Keras callbacks (the CLI's progress display).
-        jit_compile: XLA-compile the step (TensorFlow); a plain graph is faster on CPUs.
+        jit_compile: XLA-compile the step (TensorFlow); None: the machine's fast path (XLA on
+            a GPU, a plain graph on a CPU: :func:`ltpll.environment.xla_is_faster`).
 
     Returns:
         ``(backbone, summary)``: the trained backbone model and the ``pretrain.json`` dict.
@@ -264,7 +265,7 @@ def pretrain(data_config, backbone, epochs, batch_size, lr, weight_decay, seed, 
                                                    alpha=COSINE_ALPHA),
             momentum=MOMENTUM,
         ),
-        jit_compile=jit_compile,
+        jit_compile=xla_is_faster() if jit_compile is None else jit_compile,
     )
     log(f"rotation pre-training: {len(images)} images x 4 rotations, {steps} steps per epoch")
     started = time.time()
