@@ -95,21 +95,6 @@ def is_streamed(images) -> bool:
     return isinstance(images, ImageFiles)
 
 
-def concatenate(parts):
-    """``np.concatenate`` for in-memory images, the joined file lists for streamed ones."""
-    if all(is_streamed(part) for part in parts):
-        first = parts[0]
-        if any((p.height, p.width) != (first.height, first.width) for p in parts):
-            raise LTPLLError("cannot join streamed images of different sizes")
-        return ImageFiles(np.concatenate([p.files for p in parts]), first.height, first.width)
-    if any(is_streamed(part) for part in parts):
-        raise LTPLLError(
-            "in-memory images cannot join a streamed set (e.g. --pseudo-labels with a streamed "
-            "training set); pass --in-memory"
-        )
-    return np.concatenate(parts)
-
-
 # ---------------------------------------------------------------------------------------------
 # Decisions: the size, and memory or disk
 # ---------------------------------------------------------------------------------------------
@@ -136,14 +121,14 @@ def probe_sizes(files) -> list[tuple[int, int]]:
     return [size for size in sizes if size is not None]
 
 
-def default_size(files, log=print) -> tuple[int, int] | None:
-    """The size to decode to when ``--image-size`` is not given.
+def default_size(sizes, log=print) -> tuple[int, int] | None:
+    """The size to decode to when ``--image-size`` is not given, from the files'
+    :func:`probe_sizes`.
 
     Images that all have one size (an image folder of CIFAR) keep it: returns None. Images of
     mixed sizes (photos, ImageNet) are resized to :data:`DEFAULT_IMAGE_SIZE` square, which is
     said in one line.
     """
-    sizes = probe_sizes(files)
     distinct = sorted(set(sizes))
     if len(distinct) <= 1:
         return None

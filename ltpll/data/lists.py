@@ -80,11 +80,12 @@ def list_path(root: Path, split: str) -> Path:
     raise LTPLLError(f"no list file {split!r} (looked in the working directory and {root})")
 
 
-def read_list(root: Path, split: str, classes: FileList | None = None) -> FileList:
+def read_list(root: Path, split: str, classes: tuple[list, list] | None = None) -> FileList:
     """The images of a text or JSON list, their files under ``root``.
 
     Args:
-        classes: the training list, whose class ids and names this (test) list must use.
+        classes: ``(class_ids, class_names)`` of the training list, which this (test) list
+            must use.
 
     Raises:
         LTPLLError: a malformed line or JSON, an empty list, or classes the training list lacks.
@@ -102,7 +103,7 @@ def read_list(root: Path, split: str, classes: FileList | None = None) -> FileLi
         if not any(names.values()):
             class_names = _folder_names(paths, ids, class_ids) or class_names
     else:
-        class_ids, class_names = classes.class_ids, classes.class_names
+        class_ids, class_names = classes
         unknown = sorted(set(ids) - set(class_ids))
         if unknown:
             raise LTPLLError(

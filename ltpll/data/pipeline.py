@@ -96,11 +96,7 @@ def train_dataset(
         num_samples = arrays.num_samples
 
         def epoch_batches(epoch):
-            rows = tf.range(num_samples, dtype=tf.int64)
-            if shuffle:
-                rows = tf.random.experimental.stateless_shuffle(
-                    rows, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-                )
+            rows = _epoch_rows(num_samples, seed, epoch, shuffle)
             return tf.data.Dataset.from_tensor_slices(rows).batch(
                 batch_size, drop_remainder=drop_remainder
             )
@@ -112,6 +108,19 @@ def train_dataset(
             rows = rows.shuffle(arrays.num_samples, seed=seed, reshuffle_each_iteration=True)
         batches = rows.batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_rows(num_samples, seed, epoch, shuffle):
+    """The int64 rows of epoch ``epoch`` (a tensor) in their order: a permutation that depends
+    only on ``(seed, epoch)``, the same in memory and streamed."""
+    import tensorflow as tf
+
+    rows = tf.range(num_samples, dtype=tf.int64)
+    if not shuffle:
+        return rows
+    return tf.random.experimental.stateless_shuffle(
+        rows, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+    )
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, drop_remainder: bool = True) -> int:
@@ -129,19 +138,20 @@ def train_batches(images, candidates, labels, batch_size, seed, epochs, initial_
     would."""
     labels = np.asarray(labels).astype(np.int32)
     steps = steps_per_epoch(len(labels), batch_size)
-    streamed = {"strict": strict} if is_streamed(images) else None
-    if tensorflow_available():
-        if streamed:
-            return stream_train_dataset(images, candidates, labels, batch_size, seed,
-                                        epochs=epochs, initial_epoch=initial_epoch,
-                                        **streamed), steps
-        return train_dataset(images, candidates, labels, batch_size, seed, epochs=epochs,
-                             initial_epoch=initial_epoch), steps
-    if streamed:
-        return StreamedBatches(images, candidates, labels, batch_size, seed,
-                               initial_epoch=initial_epoch, **streamed), steps
-    return PLLBatches(images, candidates, labels, batch_size, seed,
-                      initial_epoch=initial_epoch), steps
+    streamed = is_streamed(images)
+    if tensorflow_available() and streamed:
+        batches = stream_train_dataset(images, candidates, labels, batch_size, seed,
+                                       epochs=epochs, initial_epoch=initial_epoch, strict=strict)
+    elif tensorflow_available():
+        batches = train_dataset(images, candidates, labels, batch_size, seed, epochs=epochs,
+                                initial_epoch=initial_epoch)
+    elif streamed:
+        batches = StreamedBatches(images, candidates, labels, batch_size, seed,
+                                  initial_epoch=initial_epoch, strict=strict)
+    else:
+        batches = PLLBatches(images, candidates, labels, batch_size, seed,
+                             initial_epoch=initial_epoch)
+    return batches, steps
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int):
@@ -298,16 +308,10 @@ def stream_train_dataset(
     """
     import tensorflow as tf
 
-    num_samples = len(images)
-    candidates = _check_candidates(candidates, num_samples)
-    labels = _check_labels(labels, num_samples)
-    _check_batch_size(batch_size)
-    if batch_size > num_samples:
-        raise LTPLLError(f"batch size {batch_size} is larger than the {num_samples} training "
-                         "samples")
-    num_classes = candidates.shape[1]
-    packed_t = tf.constant(pack_candidates(candidates))
-    labels_t = tf.constant(labels)
+    arrays = _TrainingArrays(_RowsOnly(images), candidates, labels, batch_size, True)
+    num_samples, num_classes = arrays.num_samples, arrays.candidates.shape[1]
+    packed_t = tf.constant(pack_candidates(arrays.candidates))
+    labels_t = tf.constant(arrays.labels)
     load = _file_loader(images)
     per_epoch = steps_per_epoch(num_samples, batch_size) * batch_size
 
@@ -318,12 +322,7 @@ def stream_train_dataset(
     per_replica = per_replica or part
 
     def epoch_batches(epoch):
-        rows = tf.range(num_samples, dtype=tf.int64)
-        if shuffle:
-            rows = tf.random.experimental.stateless_shuffle(
-                rows, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-            )
-        rows = tf.cast(rows[:per_epoch], tf.int32)
+        rows = tf.cast(_epoch_rows(num_samples, seed, epoch, shuffle)[:per_epoch], tf.int32)
         if shards > 1:  # this shard's slice of every global batch, in order
             rows = tf.reshape(tf.reshape(rows, (-1, batch_size))[:, index * part:][:, :part], [-1])
         decoded = tf.data.Dataset.from_tensor_slices(rows).map(
@@ -532,7 +531,8 @@ class FileBatches(keras.utils.PyDataset):
 
 
 class _RowsOnly:
-    """Stands in for the image array in :class:`PLLBatches`' checks: only its length counts."""
+    """Stands in for the image array of files in the checks of :class:`_TrainingArrays`: only
+    its length counts."""
 
     def __init__(self, images):
         self.shape, self.dtype, self.ndim = images.shape, np.dtype(np.uint8), 4
@@ -542,7 +542,8 @@ class _RowsOnly:
 
 
 class _TrainingArrays:
-    """Validated training arrays: uint8 images, float32 candidates, int32 labels (-1 unknown)."""
+    """Validated training arrays: uint8 images, bool or float32 candidates, int32 labels (-1
+    unknown)."""
 
     def __init__(self, images, candidates, labels, batch_size, drop_remainder):
         self.images = _check_images(images)

@@ -328,17 +328,17 @@ class _InputChoice:
     memory_budget: float
     log: object
 
-    def size(self, files, image_size, where):
+    def size(self, files, image_size):
         """``(image_size, (H, W, 3))``: the size asked for, or the default for these files."""
-        if image_size is None:
-            square = default_size(files, self.log)
-            if square is not None:
-                return square[0], (*square, 3)
-            sizes = probe_sizes(files)
-            if not sizes:
-                return None, _target_shape(files, None)  # names the unreadable file
-            return None, (*sizes[0], 3)
-        return image_size, (image_size, image_size, 3)
+        if image_size is not None:
+            return image_size, (image_size, image_size, 3)
+        sizes = probe_sizes(files)
+        square = default_size(sizes, self.log)
+        if square is not None:
+            return square[0], (*square, 3)
+        if not sizes:
+            return None, _target_shape(files, None)  # names the unreadable file
+        return None, (*sizes[0], 3)
 
     def mode(self, count, shape, where):
         """``"memory"`` or ``"stream"``, said in one line when it streams."""
@@ -353,36 +353,55 @@ class _InputChoice:
 
 def _load_list(root: Path, split: str, image_size, decide, strict, classes) -> ImageSet:
     """A split listed in a text or COCO-style JSON file (:mod:`ltpll.data.lists`)."""
-    train_list = None
+    known = None
     if classes is not None and classes.class_ids is not None:
-        train_list = lists.FileList([], [], classes.labels[:0], classes.class_names,
-                                    classes.class_ids)
-    listing = lists.read_list(root, split, train_list)
+        known = (classes.class_ids, classes.class_names)
+    listing = lists.read_list(root, split, known)
     missing = [path for path in listing.files[:: max(1, len(listing.files) // 64)]
                if not os.path.isfile(path)]
     if missing:
         raise LTPLLError(f"{split} lists images that do not exist under {root}, e.g. "
                          f"{missing[0]}")
     where = f"{root}/{split}"
-    image_size, shape = decide.size(listing.files, image_size, where)
-    images = ImageFiles(listing.files, *shape[:2])
-    skipped = []
-    if decide.mode(len(listing.files), shape, where) == "memory":
-        unreadable = {}
-        decoded = decode_files(listing.files, *shape[:2],
-                               on_error=lambda row, error: unreadable.setdefault(row, error))
-        if strict and unreadable:
-            raise LTPLLError(f"{len(unreadable)} image(s) of {where} cannot be decoded, e.g. "
-                             f"{next(iter(unreadable.values()))}")
-        keep = np.ones(len(listing.files), dtype=bool)
-        keep[list(unreadable)] = False
-        if not keep.any():
-            raise LTPLLError(f"none of the {len(keep)} images of {where} can be decoded")
-        skipped = [listing.paths[row] for row in sorted(unreadable)]
-        images, listing.labels = decoded[keep], listing.labels[keep]
-        listing.paths = [p for p, k in zip(listing.paths, keep) if k]
-    return ImageSet(images, listing.labels, listing.class_names, listing.paths,
-                    skipped=skipped, image_size=image_size, class_ids=listing.class_ids)
+    image_size, shape = decide.size(listing.files, image_size)
+    fields = dict(image_size=image_size, class_ids=listing.class_ids)
+    if decide.mode(len(listing.files), shape, where) == "stream":
+        return ImageSet(ImageFiles(listing.files, *shape[:2]), listing.labels,
+                        listing.class_names, listing.paths, **fields)
+    unreadable = {}
+    decoded = decode_files(listing.files, *shape[:2],
+                           on_error=lambda row, error: unreadable.setdefault(row, str(error)))
+    image_set = _readable(decoded, unreadable, listing.labels, listing.class_names,
+                          listing.paths, where, **fields)
+    _refuse_skipped(image_set, where, strict)
+    return image_set
+
+
+def _readable(images, unreadable, labels, class_names, paths, where, **fields) -> ImageSet:
+    """The decoded images but those of ``unreadable`` (``{row: reason}``), whose paths become
+    ``ImageSet.skipped``.
+
+    Raises:
+        LTPLLError: if none could be decoded.
+    """
+    keep = np.ones(len(paths), dtype=bool)
+    keep[list(unreadable)] = False
+    if not keep.any():
+        raise LTPLLError(f"none of the {len(keep)} images in {where} can be decoded, e.g. "
+                         f"{next(iter(unreadable.values()))}")
+    return ImageSet(images[keep], labels[keep], class_names,
+                    [p for p, k in zip(paths, keep) if k],
+                    skipped=[paths[row] for row in sorted(unreadable)], **fields)
+
+
+def _refuse_skipped(image_set, where, strict):
+    """Under ``--strict``, a split with undecodable images is an error naming the first."""
+    if strict and image_set.skipped:
+        raise LTPLLError(
+            f"{len(image_set.skipped)} image(s) in {where} cannot be decoded "
+            f"(corrupt or truncated), e.g. {image_set.skipped[0]}; without --strict they are "
+            "skipped"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,35 +432,21 @@ def _load_folder(
     decide=None,
 ) -> ImageSet:
     listing = _list_split(root.resolve(), split, source or root)
+    where = f"{source or root}/{split}"
     decide = decide or _InputChoice("memory", DEFAULT_MEMORY_BUDGET_GB, lambda _message: None)
-    image_size, shape = decide.size(listing.files, image_size, f"{source or root}/{split}")
-    if decide.mode(len(listing.files), shape, f"{source or root}/{split}") == "stream":
+    image_size, shape = decide.size(listing.files, image_size)
+    if decide.mode(len(listing.files), shape, where) == "stream":
         return ImageSet(ImageFiles(listing.files, *shape[:2]), listing.labels,
                         listing.class_names, listing.paths, image_size=image_size)
     cache_file = _cache_file(cache, listing, image_size)
     image_set = _read_cache(cache_file, listing)
     if image_set is None:
         images, unreadable = _decode_images(listing, image_size)
-        keep = np.ones(len(listing.files), dtype=bool)
-        keep[list(unreadable)] = False
-        if not keep.any():
-            raise LTPLLError(
-                f"none of the {len(keep)} images in {source or root}/{split} can be decoded, "
-                f"e.g. {next(iter(unreadable.values()))}"
-            )
-        image_set = ImageSet(
-            images[keep], listing.labels[keep], listing.class_names,
-            [p for p, k in zip(listing.paths, keep) if k],
-            skipped=[listing.paths[row] for row in sorted(unreadable)],
-        )
+        image_set = _readable(images, unreadable, listing.labels, listing.class_names,
+                              listing.paths, where)
         _write_cache(cache_file, image_set)
     image_set.image_size = image_size
-    if strict and image_set.skipped:
-        raise LTPLLError(
-            f"{len(image_set.skipped)} image(s) in {source or root}/{split} cannot be decoded "
-            f"(corrupt or truncated), e.g. {image_set.skipped[0]}; without --strict they are "
-            "skipped"
-        )
+    _refuse_skipped(image_set, where, strict)
     return image_set
 
 
