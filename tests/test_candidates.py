@@ -11,6 +11,7 @@ from ltpll.data.candidates import (
     hierarchical_candidates,
     load_candidate_file,
     save_candidate_file,
+    superclass_candidates,
     uniform_candidates,
 )
 from ltpll.errors import LTPLLError
@@ -65,13 +66,72 @@ def test_labels_outside_classes():
         uniform_candidates(np.array([0, 10]), 10, 0.1, seed=0)
 
 
-def test_hierarchical_never_leaves_the_superclass():
+def test_cifar100_h_never_leaves_the_superclass():
     labels = _labels(20000, 100)
-    candidates = hierarchical_candidates(labels, CIFAR100_SUPERCLASS_OF, q=0.5, seed=0)
+    candidates = superclass_candidates(labels, CIFAR100_SUPERCLASS_OF, q=0.5, seed=0)
     assert (candidates[np.arange(len(labels)), labels] == 1).all()
     rows, cols = np.nonzero(candidates)
     assert (CIFAR100_SUPERCLASS_OF[cols] == CIFAR100_SUPERCLASS_OF[labels[rows]]).all()
     assert abs(candidates.sum(1).mean() - (1 + 0.5 * 4)) < 0.05
+
+
+# Mean set sizes on CIFAR-100 (20 superclasses of 5), worked out by hand from the protocols:
+# NU: the true label, 4 superclass mates at 8q each and 95 other labels at q: 1 + 32q + 95q;
+# H: the true label and 4 superclass mates at q: 1 + 4q.
+@pytest.mark.parametrize("q,nu_size,h_size", [(0.03, 4.81, 1.12), (0.05, 7.35, 1.20),
+                                              (0.07, 9.89, 1.28)])
+def test_mean_set_sizes_of_cifar100_lt_nu_and_cifar100_h(q, nu_size, h_size):
+    labels = _labels(20000, 100)
+    nu = hierarchical_candidates(labels, CIFAR100_SUPERCLASS_OF, q, seed=1)
+    h = superclass_candidates(labels, CIFAR100_SUPERCLASS_OF, q, seed=1)
+    # Standard errors over 20,000 sets: NU < 0.02 (a set's sd is < 2.8), H < 0.004.
+    assert abs(nu.sum(1).mean() - nu_size) < 0.08
+    assert abs(h.sum(1).mean() - h_size) < 0.015
+    assert (nu[np.arange(len(labels)), labels] == 1).all()
+    assert (h[np.arange(len(labels)), labels] == 1).all()
+
+
+def test_cifar100_lt_nu_draws_superclass_mates_8x_as_often_as_the_rest():
+    labels = _labels(20000, 100)
+    nu = hierarchical_candidates(labels, CIFAR100_SUPERCLASS_OF, 0.05, seed=2)
+    same = CIFAR100_SUPERCLASS_OF[labels][:, None] == CIFAR100_SUPERCLASS_OF[None, :]
+    false = np.ones_like(same)
+    false[np.arange(len(labels)), labels] = False
+    assert abs(nu[same & false].mean() - 0.40) < 0.01  # 80,000 draws at 8 x 0.05
+    assert abs(nu[~same].mean() - 0.05) < 0.002        # 1,900,000 draws at 0.05
+
+
+def test_hierarchical_tiny_case_by_hand():
+    # 6 classes: superclass A = {0, 1, 2}, B = {3, 4}, C = {5}.
+    superclass_of = np.array([0, 0, 0, 1, 1, 2])
+    labels = np.array([0, 3, 5, 1] * 500)
+    # q = 0.125 at ratio 8: a superclass mate joins with probability 1, so every set holds its
+    # whole superclass, and each outsider joins an eighth of the time.
+    nu = hierarchical_candidates(labels, superclass_of, 0.125, seed=0)
+    whole = {0: [0, 1, 2], 3: [3, 4], 5: [5], 1: [0, 1, 2]}
+    for label, members in whole.items():
+        assert (nu[labels == label][:, members] == 1).all()
+    outsiders = ~(superclass_of[labels][:, None] == superclass_of[None, :])
+    assert abs(nu[outsiders].mean() - 0.125) < 0.02
+    # The cap: ratio x q above 1 is a sure draw, not an error; sizes 3 + 3q, 2 + 4q, 1 + 5q.
+    capped = hierarchical_candidates(labels, superclass_of, 0.5, seed=0)
+    assert (capped[labels == 3][:, [3, 4]] == 1).all()
+    # H on the same table: the singleton superclass C keeps only its true label, always.
+    h = superclass_candidates(labels, superclass_of, 0.9, seed=0)
+    assert (h[labels == 5] == np.eye(6)[5]).all()
+    assert not h[labels == 3][:, [0, 1, 2, 5]].any()
+
+
+def test_hierarchical_with_ratio_1_is_uniform():
+    # Ratio 1 puts superclass mates at q as well: the same draws as the uniform protocol.
+    labels = _labels(300, 100)
+    assert np.array_equal(hierarchical_candidates(labels, CIFAR100_SUPERCLASS_OF, 0.1, 7, ratio=1),
+                          uniform_candidates(labels, 100, 0.1, 7))
+
+
+def test_hierarchical_rejects_a_ratio_below_1():
+    with pytest.raises(LTPLLError, match="ratio must be >= 1"):
+        hierarchical_candidates(np.array([0]), np.array([0, 0]), 0.1, 0, ratio=0.5)
 
 
 def test_cifar100_superclasses():

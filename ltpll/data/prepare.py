@@ -7,8 +7,11 @@ pseudo-labels (all numpy, once per run).
 2. :func:`subset_indices`: the long-tailed subset (``--imbalance-ratio``), or a cap per class
    (``--max-per-class`` alone), or everything;
 3. :func:`hold_out_dev` (``--dev-per-class``): clean images per class kept out of training;
-4. :func:`make_candidates`: the user's candidate file, or generated uniform / hierarchical sets;
-5. :func:`add_pseudo_labels` (``--pseudo-labels``): extra single-candidate samples.
+4. :func:`make_candidates`: the user's candidate file, or generated uniform / hierarchical sets
+   (``--candidate-model``, with the superclasses of :mod:`ltpll.data.superclasses`);
+5. :func:`hold_out_val` (``--val-fraction``): a random share of the training set, candidate sets
+   and all, kept out of training for label-free epoch selection;
+6. :func:`add_pseudo_labels` (``--pseudo-labels``): extra single-candidate samples.
 """
 
 import dataclasses
@@ -17,10 +20,11 @@ import numpy as np
 
 from ltpll.data import candidates as candidate_sets
 from ltpll.data import files as image_files
-from ltpll.data import longtail
+from ltpll.data import longtail, superclasses
 from ltpll.data.devset import hold_out_dev
 from ltpll.data.pseudo_label_file import load_pseudo_labels
 from ltpll.data.sources import ImageSet, load_split
+from ltpll.data.valsplit import hold_out_val
 from ltpll.errors import LTPLLError
 
 
@@ -44,6 +48,11 @@ class TrainingData:
     dev_labels: np.ndarray = None
     # The whole training split as loaded, only when asked for (prepare_data(keep_split=True)).
     split: ImageSet = None
+    # The held-out partial-label validation split (``--val-fraction``): images (in memory or
+    # streamed, as the training set), candidate sets and source paths; empty without one.
+    val_images: np.ndarray = None
+    val_candidates: np.ndarray = None
+    val_paths: list = None
 
     @property
     def num_classes(self):
@@ -55,7 +64,9 @@ def prepare_data(data_config, seed, log=print, keep_split=False):
 
     Args:
         data_config: a validated :class:`~ltpll.config.DataConfig`.
-        seed: the run's seed; subsampling uses it, candidate generation uses ``seed + 1``.
+        seed: the run's seed, which fixes the data unless ``data_config.data_seed`` is set
+            (:func:`data_seed`): subsampling and the dev set use that seed, candidate
+            generation ``seed + 1``.
         log: where to print the class counts and candidate statistics.
         keep_split: keep the whole loaded training split in ``TrainingData.split`` (for the
             images the subset left out), instead of letting it go.
@@ -63,6 +74,7 @@ def prepare_data(data_config, seed, log=print, keep_split=False):
     Raises:
         LTPLLError: for any problem with the data.
     """
+    seed = data_seed(data_config, seed)
     train, test = load_splits(data_config, log)
     num_classes = len(train.class_names)
     user_candidates = None
@@ -80,13 +92,23 @@ def prepare_data(data_config, seed, log=print, keep_split=False):
     labels = train.labels[keep]
     candidates = (user_candidates[keep] if user_candidates is not None
                   else make_candidates(labels, train, data_config, seed + 1))
+    # The candidate sets are drawn before the split, so the images that stay in training keep
+    # the sets they would have without one.
+    val_index, val_candidates = keep[:0], candidates[:0]
+    if data_config.val_fraction:
+        val_at, train_at = hold_out_val(len(keep), data_config.val_fraction, seed, labels,
+                                        list(train.class_names))
+        val_index, val_candidates = keep[val_at], candidates[val_at]
+        keep, labels, candidates = keep[train_at], labels[train_at], candidates[train_at]
+        log(f"validation split: {len(val_index)} images ({data_config.val_fraction:g} of the "
+            "training set) held out with their candidate sets")
     class_counts = np.bincount(labels, minlength=num_classes)
     stats = candidate_sets.candidate_stats(candidates, labels)
     log(f"training set: {len(keep)} images in {num_classes} classes; per-class counts "
         f"{class_counts.tolist()}")
     log(f"candidate sets: mean size {stats['mean_size']:.3f}")
     unused = np.ones(len(train.labels), dtype=bool)
-    unused[keep] = unused[dev_index] = False
+    unused[keep] = unused[dev_index] = unused[val_index] = False
     dev_images = train.images[dev_index]
     if image_files.is_streamed(dev_images):  # small, and read at every meta step
         dev_images = dev_images.decode()
@@ -103,10 +125,24 @@ def prepare_data(data_config, seed, log=print, keep_split=False):
         dev_images=dev_images,
         dev_labels=train.labels[dev_index],
         split=train if keep_split else None,
+        val_images=train.images[val_index],
+        val_candidates=_as_bool(val_candidates),
+        val_paths=[train.paths[i] for i in val_index],
     )
     if data_config.pseudo_labels:
         data = add_pseudo_labels(data, data_config.pseudo_labels, log)
     return data
+
+
+def data_seed(data_config, seed):
+    """The seed of everything that fixes the dataset: ``--data-seed``, else the run's seed.
+
+    Shuffling, augmentation and initialisation keep the run's seed, so runs of several seeds
+    with one ``--data-seed`` differ only in training (the RECORDS authors' scripts build one
+    subset and one set of candidates for every seed), and runs with several data seeds measure
+    the spread the data adds.
+    """
+    return seed if data_config.data_seed is None else data_config.data_seed
 
 
 def load_splits(data_config, log=print):
@@ -145,7 +181,8 @@ def subset_indices(labels, class_names, data_config, seed):
     """Indices of the training images the run keeps, ascending.
 
     * with ``imbalance_ratio``: the long-tailed subset (``n_max`` = ``max_per_class`` or the
-      largest class; under ``hierarchical`` the counts go to classes in a seeded order);
+      largest class; under the superclass candidate models ``nu`` and ``h`` the counts go to
+      classes in a seeded order, as the RECORDS authors' CIFAR-100-LT-NU);
     * with ``max_per_class`` alone: at most that many images of each class;
     * otherwise: every image.
 
@@ -158,7 +195,8 @@ def subset_indices(labels, class_names, data_config, seed):
         counts = longtail.class_counts(
             n_max, num_classes, data_config.imbalance_ratio, data_config.imbalance_profile
         )
-        order = longtail.shuffled_class_order(num_classes, seed) if data_config.hierarchical else None
+        shuffled = data_config.candidate_model != "uniform"
+        order = longtail.shuffled_class_order(num_classes, seed) if shuffled else None
         return longtail.longtail_indices(labels, counts, seed, class_order=order,
                                          class_names=list(class_names))
     if data_config.max_per_class is not None:
@@ -167,21 +205,33 @@ def subset_indices(labels, class_names, data_config, seed):
     return np.arange(len(labels))
 
 
+_CANDIDATE_MODEL_FLAGS = {"nu": "--hierarchical (--candidate-model nu)", "h": "--candidate-model h"}
+
+
 def make_candidates(labels, train, data_config, seed):
-    """Generated candidate sets of the kept images: hierarchical (inside the true label's
-    superclass) or uniform with rate q.
+    """Generated candidate sets of the kept images, by ``data_config.candidate_model``:
+    uniform with rate q, ``nu`` (CIFAR-100-LT-NU) or ``h`` (CIFAR-100-H).
 
     Raises:
-        LTPLLError: ``--hierarchical`` on a dataset without superclasses.
+        LTPLLError: ``nu`` or ``h`` on a dataset without superclasses and no ``--superclasses``
+            file, or a bad superclass file.
     """
-    if data_config.hierarchical:
-        if train.superclass_of is None:
+    model = data_config.candidate_model
+    if model != "uniform":
+        table = superclasses.superclass_table(train.class_names, train.superclass_of,
+                                              data_config.superclasses)
+        if table is None:
             raise LTPLLError(
-                f"--hierarchical needs superclasses, which {data_config.dataset!r} does not have"
+                f"{_CANDIDATE_MODEL_FLAGS[model]} needs superclasses, which "
+                f"{data_config.dataset!r} does not have; pass --superclasses FILE (CSV rows "
+                "'class,superclass')"
             )
+        if model == "h":
+            return candidate_sets.superclass_candidates(
+                labels, table, data_config.partial_rate, seed, dtype=bool)
         return candidate_sets.hierarchical_candidates(
-            labels, train.superclass_of, data_config.partial_rate, seed
-        )
+            labels, table, data_config.partial_rate, seed, ratio=data_config.superclass_ratio,
+            dtype=bool)
     return candidate_sets.uniform_candidates(
         labels, len(train.class_names), data_config.partial_rate, seed, dtype=bool
     )
