@@ -818,7 +818,7 @@ def training_table(results, args) -> list[str]:
 def resnet_table(result, args) -> list[str]:
     if "error" in result:
         return [f"not measured: {result['error']}", "", f"`{result['command']}`"]
-    full = result["full_images_per_s"]
+    full = result["full"]["views_per_s"]
     return [
         f"`{result['command']}` ({result['seconds']:.0f} s with compilation; other processes "
         f"took {100 * result['others']:.0f}% of the CPU meanwhile)", "",
@@ -828,12 +828,12 @@ def resnet_table(result, args) -> list[str]:
         "training images/s |",
         "|---|---:|---:|---:|",
         f"| full CORR + RECORDS step (2 views, on-device augmentation) | "
-        f"{result['full_ms_per_step']:,.0f} | {full:.1f} | {full / 2:.1f} |",
+        f"{result['full']['median']:,.0f} | {full:.1f} | {full / 2:.1f} |",
         f"| bare backbone (forward + backward, {2 * result['batch_size']} prepared views) | "
-        f"{result['bare_ms_per_step']:,.0f} | {result['bare_images_per_s']:.1f} | "
-        f"{result['bare_images_per_s'] / 2:.1f} |",
+        f"{result['bare']['median']:,.0f} | {result['bare']['views_per_s']:.1f} | "
+        f"{result['bare']['views_per_s'] / 2:.1f} |",
         "",
-        f"Overhead ratio (full / bare): {result['overhead_ratio']:.2f}. One epoch of "
+        f"Step-time ratio (full / bare): {result['overhead_ratio']:.2f}. One epoch of "
         f"ImageNet-LT's 115,846 images at this rate: {115846 / (full / 2) / 3600:.1f} h.",
     ]
 

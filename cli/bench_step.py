@@ -11,9 +11,12 @@ from ltpll.cli.options import ComponentChoice, component_choice
 @click.command("bench-step")
 @component_choice("backbone")
 @click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--steps", type=int, default=50, show_default=True, help="Timed steps.")
+@click.option("--steps", type=int, default=50, show_default=True,
+              help="Timed steps per repeat.")
 @click.option("--warmup", type=int, default=3, show_default=True,
               help="Untimed steps first (they compile).")
+@click.option("--repeats", type=int, default=5, show_default=True,
+              help="Timed windows of --steps steps, back to back in one fit.")
 @click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
               default="float32", show_default=True)
 @click.option("--steps-per-execution", type=int, default=1, show_default=True)
@@ -33,10 +36,12 @@ from ltpll.cli.options import ComponentChoice, component_choice
 @user_errors
 def bench_step(app, as_json, **options):
     """Time the full PLL training step (two views, augmentation, table, prior) against the bare
-    forward+backward of the same backbone; prints images/s (views counted) and their ratio."""
+    forward+backward of the same views; prints ms/step (min/median/max over --repeats windows
+    timed inside one fit, warm-up excluded), images/s, views/s and the step-time ratio."""
     from ltpll.errors import LTPLLError
 
-    for name in ("batch_size", "steps", "warmup", "steps_per_execution", "num_classes"):
+    for name in ("batch_size", "steps", "warmup", "repeats", "steps_per_execution",
+                 "num_classes"):
         if options[name] < 1:
             raise LTPLLError(f"--{name.replace('_', '-')} must be >= 1; received {options[name]}")
     from ltpll.benchmark.step import bench_step as measure
@@ -52,13 +57,19 @@ def bench_step(app, as_json, **options):
                         f"{result['precision']}, {result['backend']}"
                         f"{'' if result['jit_compile'] else ' (no XLA)'} on "
                         f"{', '.join(result['devices'])}")
-    for column in ("step", "ms/step", "images/s (views)"):
+    for column in ("step", "ms/step min", "median", "max", "images/s", "views/s"):
         table.add_column(column, justify="right")
     weighting = ("" if result["loss_weighting"] == "none"
                  else f" + {result['loss_weighting']} weighting")
-    table.add_row(f"full {result['method'].upper()} + {result['rebalance']}{weighting}",
-                  f"{result['full_ms_per_step']:.1f}", f"{result['full_images_per_s']:,.0f}")
-    table.add_row("bare backbone", f"{result['bare_ms_per_step']:.1f}",
-                  f"{result['bare_images_per_s']:,.0f}")
+    names = {"full": f"full {result['method'].upper()} + {result['rebalance']}{weighting}",
+             "bare": "bare backbone"}
+    for key, name in names.items():
+        timing = result[key]
+        table.add_row(name, *(f"{timing[column]:.1f}" for column in ("min", "median", "max")),
+                      f"{timing['images_per_s']:,.1f}", f"{timing['views_per_s']:,.1f}")
+    table.caption = (f"{result['repeats']} windows of {result['steps']} steps after "
+                     f"{result['warmup']} warm-up steps; images/s and views/s at the median; "
+                     "2 views per training image in both steps")
     app.console.print(table)
-    app.console.print(f"overhead ratio (full / bare): [bold]{result['overhead_ratio']:.3f}[/]")
+    app.console.print("step-time ratio (full / bare, medians): "
+                      f"[bold]{result['overhead_ratio']:.3f}[/]")

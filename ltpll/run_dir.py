@@ -23,6 +23,7 @@ RUN_FILES = {
     "history": "history.csv",         # one row per epoch: loss, acc, prior_l2, test metrics
     "class_counts": "class_counts.json",  # per-class training counts of the LT subset
     "candidates": "candidates.csv",   # the training candidate sets (path,candidates)
+    "val_candidates": "val_candidates.csv",  # --val-fraction: the held-out split's sets
     "prior": "prior.json",            # the prior the rebalancer used, per epoch
     "metrics": "metrics.json",        # final test metrics
     "tensorboard": "tensorboard",     # TensorBoard logs
@@ -80,6 +81,9 @@ def start_run_directory(config, data):
     })
     save_candidate_file(os.path.join(out, RUN_FILES["candidates"]), data.candidates,
                         data.class_names, data.paths)
+    if data.val_paths:
+        save_candidate_file(os.path.join(out, RUN_FILES["val_candidates"]), data.val_candidates,
+                            data.class_names, data.val_paths)
     # config.json last: its presence marks the directory as a run (finished or resumable).
     write_json(os.path.join(out, RUN_FILES["config"]), config.to_dict())
 

@@ -25,8 +25,10 @@ from ltpll.assembly import (
     describe_step,
     initial_backbone,
 )
+from ltpll.batch_logs import lazy_callbacks
 from ltpll.callbacks import (
     Checkpoint,
+    CoveringEvery,
     EvaluateEvery,
     HistoryLog,
     PriorLog,
@@ -61,6 +63,7 @@ from ltpll.run_dir import (
     start_run_directory,
 )
 from ltpll.saving import load_run, save_model
+from ltpll.selection import selections
 from ltpll.weighting.base import estimated_class_counts
 
 
@@ -181,6 +184,9 @@ def _fit_into(out, config, data, checkpoint_path, callbacks, strategy):
         checkpoint = Checkpoint(out, [history, prior_log, evaluator, clock], restore=state)
         fit_callbacks = [StopOnNaN(out), UpdateStart(config.train.update_start), prior_log,
                          evaluator]
+        if data.val_images is not None and len(data.val_images):
+            fit_callbacks.append(CoveringEvery(data.val_images, data.val_candidates,
+                                               config.train.eval_every, config.train.epochs))
         if tensorflow_available():
             fit_callbacks.append(
                 keras.callbacks.TensorBoard(os.path.join(out, RUN_FILES["tensorboard"]))
@@ -208,7 +214,8 @@ def _fit_into(out, config, data, checkpoint_path, callbacks, strategy):
                     epochs=config.train.epochs,
                     initial_epoch=initial_epoch,
                     steps_per_epoch=steps,
-                    callbacks=fit_callbacks,
+                    # batch logs stay on the device until a callback reads one
+                    callbacks=lazy_callbacks(model, fit_callbacks, config.train.epochs, steps),
                     shuffle=False,  # the pipeline orders each epoch itself
                     verbose=0,
                 )
@@ -219,6 +226,14 @@ def _fit_into(out, config, data, checkpoint_path, callbacks, strategy):
         predict_logits(model, data.test_images), data.test_labels, data.class_counts
     ))
     final["train_seconds"] = elapsed
+    # The epoch-selection blocks (ltpll.selection); the fields above stay the last epoch's.
+    final.update(selections(history.rows))
+    if data.val_images is not None and len(data.val_images):
+        last = history.rows[-1] if history.rows else {}
+        final["val_split"] = {"num_samples": len(data.val_images),
+                              "fraction": config.data.val_fraction,
+                              "val_covering": last.get("val_covering"),
+                              "val_covering_balanced": last.get("val_covering_balanced")}
     final["class_names"] = data.class_names
     final["estimated_prior"] = model.estimated_prior().tolist()
     final["prior_l2"] = prior_distance(final["estimated_prior"], data.class_counts)

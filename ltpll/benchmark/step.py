@@ -7,10 +7,14 @@ same count (2 x batch, as the two views), no augmentation, no table, no prior. T
 the overhead of our step: 1.0 would mean PLL disambiguation, RECORDS and on-device augmentation
 cost nothing beyond the network itself.
 
-Both are timed as one ``fit`` call of ``steps`` steps after a warm-up call that compiles, so the
-figures exclude compilation; images/s count every view (two per training image).
+Each is timed inside one ``fit`` by :class:`~ltpll.benchmark.timing.StepTimer`: ``warmup``
+untimed batches (they compile), then ``repeats`` windows of ``steps`` batches, each from the start
+of its first batch to the end of its last with the device work finished. Nothing around ``fit``
+(iterator set-up and teardown) is counted. Images are training images (B a step); views are what
+the network sees (2B a step, in both steps).
 """
 
+import statistics
 import time
 
 import keras
@@ -18,6 +22,8 @@ import numpy as np
 
 from ltpll import components
 from ltpll.assembly import dtype_policy
+from ltpll.batch_logs import lazy_callbacks
+from ltpll.benchmark.timing import StepTimer
 from ltpll.data.pipeline import train_batches
 from ltpll.environment import tensorflow_available, xla_is_faster
 from ltpll.models.pll_model import PLLModel
@@ -25,18 +31,23 @@ from ltpll.models.pll_model import PLLModel
 
 def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32",
                method="corr", rebalance="records", image_size=32, num_classes=10,
-               steps_per_execution=1, warmup=3, seed=0, jit_compile=None, loss_weighting="none"):
+               steps_per_execution=1, warmup=3, seed=0, jit_compile=None, loss_weighting="none",
+               repeats=5):
     """Times the full PLL training step and the bare backbone step.
 
     Returns:
-        A dict: ``full_images_per_s`` and ``bare_images_per_s`` (views counted),
-        ``full_ms_per_step``, ``bare_ms_per_step``, ``overhead_ratio`` (full / bare), the
-        settings, and the Keras backend and devices.
+        A dict: for ``full`` and ``bare``, the per-window ``ms_per_step`` list and its ``min``,
+        ``median`` and ``max``, ``images_per_s`` and ``views_per_s`` at the median, and
+        ``fit_s`` (the whole ``fit``, warm-up and teardown included, to show what the windows
+        leave out); ``overhead_ratio`` (median full / median bare ms per step); the settings and
+        the Keras backend and devices.
     """
     if jit_compile is None:  # what `ltpll train` would choose on this machine
         jit_compile = xla_is_faster()
     rng = np.random.default_rng(seed)
-    samples = batch_size * max(steps, warmup)   # one epoch of distinct samples covers a fit
+    samples = batch_size * max(steps, warmup)   # distinct samples for one epoch of the pipeline
+    total = warmup + steps * repeats
+    epochs = -(-total // max(steps, warmup))    # enough pipeline epochs for every timed batch
     images = rng.integers(0, 256, (samples, image_size, image_size, 3), dtype=np.uint8)
     labels = rng.integers(0, num_classes, samples)
     candidates = (rng.random((samples, num_classes)) < 0.3).astype("float32")
@@ -47,26 +58,48 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
                            steps_per_execution, jit_compile, loss_weighting)
         bare = _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_compile)
     full.set_candidates(candidates)
-    batches, _ = train_batches(images, candidates, labels, batch_size, seed, epochs=1)
-    full_seconds = _time_fit(full, batches, steps, warmup)
+    batches, _ = train_batches(images, candidates, labels, batch_size, seed, epochs=epochs)
     pool = 4 * batch_size   # bare views: a pool of prepared float images, cycled
-    bare_seconds = _time_fit(bare, _bare_batches(images[:pool], labels[:pool], 2 * batch_size),
-                             steps, warmup)
-    views_per_step = 2 * batch_size
-    result = {
-        "backbone": backbone, "batch_size": batch_size, "steps": steps, "precision": precision,
+    timings = {
+        "full": _time_steps(full, batches, steps, warmup, repeats, batch_size),
+        "bare": _time_steps(bare, _bare_batches(images[:pool], labels[:pool], 2 * batch_size),
+                            steps, warmup, repeats, batch_size),
+    }
+    return {
+        "backbone": backbone, "batch_size": batch_size, "steps": steps, "warmup": warmup,
+        "repeats": repeats, "precision": precision,
         "method": method, "rebalance": rebalance, "loss_weighting": loss_weighting,
         "image_size": image_size,
         "steps_per_execution": steps_per_execution, "jit_compile": jit_compile,
         "backend": keras.backend.backend(),
         "devices": _devices(),
-        "full_ms_per_step": 1000.0 * full_seconds / steps,
-        "bare_ms_per_step": 1000.0 * bare_seconds / steps,
-        "full_images_per_s": views_per_step * steps / full_seconds,
-        "bare_images_per_s": views_per_step * steps / bare_seconds,
+        **timings,
+        "overhead_ratio": timings["full"]["median"] / timings["bare"]["median"],
     }
-    result["overhead_ratio"] = result["full_images_per_s"] / result["bare_images_per_s"]
-    return result
+
+
+def step_summary(window_seconds, steps, batch_size):
+    """Per-step milliseconds of each window, their min/median/max, and images/s and views/s
+    (two views per training image) at the median."""
+    ms = [1000.0 * seconds / steps for seconds in window_seconds]
+    median = statistics.median(ms)
+    return {"ms_per_step": ms, "min": min(ms), "median": median, "max": max(ms),
+            "images_per_s": 1000.0 * batch_size / median,
+            "views_per_s": 2000.0 * batch_size / median}
+
+
+def _time_steps(model, data, steps, warmup, repeats, batch_size):
+    """One ``fit`` of warm-up plus ``repeats`` timed windows (:class:`StepTimer`)."""
+    timer = StepTimer(warmup, steps, repeats)
+    total = timer.total_steps()
+    started = time.perf_counter()
+    model.fit(data, epochs=1, steps_per_epoch=total, verbose=0,
+              callbacks=lazy_callbacks(model, [timer], epochs=1, steps=total))
+    fit_seconds = time.perf_counter() - started
+    if len(timer.window_seconds) != repeats:
+        raise RuntimeError(f"the input ran out after {len(timer.window_seconds)} of "
+                           f"{repeats} timed windows")
+    return {**step_summary(timer.window_seconds, steps, batch_size), "fit_s": fit_seconds}
 
 
 def _full_model(backbone, image_size, num_classes, samples, method, rebalance, seed,
@@ -136,14 +169,6 @@ class _Cycle(keras.utils.PyDataset):
         start = (index * self.batch_size) % (len(self.views) - self.batch_size + 1)
         return (self.views[start:start + self.batch_size],
                 self.labels[start:start + self.batch_size])
-
-
-def _time_fit(model, data, steps, warmup):
-    """Seconds of one ``fit`` of ``steps`` steps, after a warm-up fit that compiles."""
-    model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
-    started = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
-    return time.perf_counter() - started
 
 
 def _devices():
