@@ -29,6 +29,9 @@ GRID_DEFAULTS = {
               help="Comma-separated q values.")
 @click.option("--seeds", default=GRID_DEFAULTS["seeds"], show_default=True,
               help="Comma-separated seeds.")
+@click.option("--pairs", default=None,
+              help="Comma-separated method:rebalancer pairs (corr:none,corr:records,cc:none) to "
+                   "run instead of every --methods x --rebalancers combination.")
 @click.option("--grid", "grid_file", default=None,
               help="YAML or JSON file setting the grid axes and any of these flags; flags given "
                    "on the command line win.")
@@ -42,17 +45,23 @@ def benchmark(app, **flags):
 
     Finished cells are skipped, so the same command resumes an interrupted grid.
     """
-    from ltpll.benchmark.grid import Grid, load_grid_file, parse_list
+    from ltpll.benchmark.grid import Grid, load_grid_file, parse_list, parse_pairs
     from ltpll.fileio import write_json
 
     flags = _merge_grid_file(flags, load_grid_file) if flags["grid_file"] else flags
-    grid = Grid(
-        methods=parse_list(flags["methods"], str, "methods"),
-        rebalancers=parse_list(flags["rebalancers"], str, "rebalancers"),
-        imbalance_ratios=parse_list(flags["imbalance_ratios"], float, "imbalance-ratios"),
-        partial_rates=parse_list(flags["partial_rates"], float, "partial-rates"),
-        seeds=parse_list(flags["seeds"], int, "seeds"),
-    ).validate()
+    axes = {
+        "imbalance_ratios": parse_list(flags["imbalance_ratios"], float, "imbalance-ratios"),
+        "partial_rates": parse_list(flags["partial_rates"], float, "partial-rates"),
+        "seeds": parse_list(flags["seeds"], int, "seeds"),
+    }
+    if flags["pairs"]:
+        grid = Grid.from_pairs(parse_pairs(flags["pairs"]), **axes).validate()
+        shape = f"{len(grid.pairs)} method:rebalancer pairs"
+    else:
+        grid = Grid(methods=parse_list(flags["methods"], str, "methods"),
+                    rebalancers=parse_list(flags["rebalancers"], str, "rebalancers"),
+                    **axes).validate()
+        shape = f"{len(grid.methods)} methods x {len(grid.rebalancers)} rebalancers"
     cells = grid.cells()
 
     def config_for(cell, run_dir):
@@ -70,8 +79,8 @@ def benchmark(app, **flags):
         key: value for key, value in flags.items() if key not in ("grid_file",)
     })
     app.console.print(
-        f"[bold]ltpll benchmark[/]: {len(cells)} cells ({len(grid.methods)} methods x "
-        f"{len(grid.rebalancers)} rebalancers x {len(grid.imbalance_ratios)} rho x "
+        f"[bold]ltpll benchmark[/]: {len(cells)} cells ({shape} x "
+        f"{len(grid.imbalance_ratios)} rho x "
         f"{len(grid.partial_rates)} q x {len(grid.seeds)} seeds), {flags['epochs']} epochs each "
         f"-> {output}"
     )

@@ -11,7 +11,11 @@ import click
 
 from ltpll import components
 from ltpll.cli.app import OneLineUsageError
-from ltpll.data.defaults import DEFAULT_MEMORY_BUDGET_GB
+from ltpll.data.defaults import (
+    CANDIDATE_MODELS,
+    DEFAULT_MEMORY_BUDGET_GB,
+    DEFAULT_SUPERCLASS_RATIO,
+)
 from ltpll.errors import LTPLLError
 
 
@@ -73,8 +77,18 @@ _SUBSET = [
     click.option("--max-per-class", type=int, default=None,
                  help="n_max of the long-tailed subset (default: the largest class); without "
                       "--imbalance-ratio, the most images any class keeps."),
+    click.option("--candidate-model", type=click.Choice(CANDIDATE_MODELS), default=None,
+                 help="How generated candidate sets are drawn. uniform: every false label with "
+                      "q. nu (CIFAR-100-LT-NU): labels of the true label's superclass with "
+                      "min(--superclass-ratio x q, 1), all others with q. h (CIFAR-100-H): only "
+                      "the superclass's labels, with q. nu and h also give the long-tail counts "
+                      "to classes in a seeded order [default: uniform]."),
     click.option("--hierarchical", is_flag=True,
-                 help="Candidates within the true label's superclass (CIFAR-100-LT-NU)."),
+                 help="Shorthand for --candidate-model nu (CIFAR-100-LT-NU, as in RECORDS)."),
+    click.option("--data-seed", type=int, default=None,
+                 help="Seed of what fixes the data: the long-tailed subset, the candidate sets, "
+                      "the dev and validation sets. Hold it while varying --seed to compare "
+                      "training seeds on one dataset [default: --seed]."),
     click.option("--image-size", type=int, default=None,
                  help="Resize images to this square size."),
     click.option("--strict", is_flag=True,
@@ -102,6 +116,13 @@ def _shared():
         click.option("--candidates", "candidates_file", type=str, default=None,
                      help="CSV of your own candidate sets: path,candidates (';'-separated names "
                           "or ids)."),
+        click.option("--superclasses", type=str, default=None, metavar="FILE",
+                     help="CSV of class,superclass rows for --candidate-model nu/h on any "
+                          "dataset [default: tfds cifar100's, or CIFAR-100's for classes named "
+                          "as its]."),
+        click.option("--superclass-ratio", type=float, default=DEFAULT_SUPERCLASS_RATIO,
+                     show_default=True,
+                     help="nu: how many times likelier a superclass label joins than another."),
         component_choice("weighting"),
         component_choice("backbone"),
         *component_option_flags(),
@@ -112,6 +133,11 @@ def _shared():
         click.option("--dev-per-class", type=int, default=None,
                      help="Clean images per class held out of training as a dev set "
                           "[default: what the loss weighting needs: 10 for meta, else 0]."),
+        click.option("--val-fraction", type=float, default=0.0, show_default=True,
+                     metavar="F",
+                     help="Share of the training set held out with its candidate sets (no true "
+                          "labels) to select an epoch by covering rate, reported next to the "
+                          "last and best-test epochs (0: none)."),
         click.option("--init-from", type=str, default=None, metavar="DIR",
                      help="Start from the backbone of an `ltpll pretrain` directory."),
         click.option("--pseudo-labels", type=str, default=None, metavar="FILE",
@@ -195,15 +221,23 @@ def subset_config(flags):
     """The DataConfig fields the :func:`subset_options` flags set.
 
     Raises:
-        OneLineUsageError: only one of ``--train-list`` / ``--test-list``.
+        OneLineUsageError: only one of ``--train-list`` / ``--test-list``, or ``--hierarchical``
+            with another ``--candidate-model``.
     """
     train, test = flags["train_list"], flags["test_list"]
     if (train is None) != (test is None):
         raise OneLineUsageError("--train-list and --test-list go together")
+    candidate_model = flags["candidate_model"]
+    if flags["hierarchical"]:
+        if candidate_model not in (None, "nu"):
+            raise OneLineUsageError(f"--hierarchical (--candidate-model nu) contradicts "
+                                    f"--candidate-model {candidate_model}")
+        candidate_model = "nu"
     splits = {} if train is None else {"train_split": train, "test_split": test}
     return dict(
         dataset=flags["dataset"], imbalance_profile=flags["imbalance_profile"],
-        max_per_class=flags["max_per_class"], hierarchical=flags["hierarchical"],
+        max_per_class=flags["max_per_class"], candidate_model=candidate_model or "uniform",
+        data_seed=flags["data_seed"],
         image_size=flags["image_size"], strict=flags["strict"],
         input_mode=flags["input_mode"] or "auto", memory_budget=flags["memory_budget"], **splits,
     )
@@ -217,7 +251,8 @@ def run_config(flags, *, method, rebalance, imbalance_ratio, partial_rate, seed,
         data=DataConfig(
             **subset_config(flags), imbalance_ratio=imbalance_ratio, partial_rate=partial_rate,
             candidates=flags["candidates_file"], dev_per_class=flags["dev_per_class"],
-            pseudo_labels=flags["pseudo_labels"],
+            superclasses=flags["superclasses"], superclass_ratio=flags["superclass_ratio"],
+            pseudo_labels=flags["pseudo_labels"], val_fraction=flags["val_fraction"],
         ),
         model=ModelConfig(
             backbone=component_config("backbone", flags["backbone"], flags),

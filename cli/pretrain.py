@@ -3,7 +3,8 @@
 The result directory is what ``ltpll train --init-from DIR`` starts from. The pre-training uses
 the long-tailed training subset that ``ltpll train`` makes, so the flags that decide the subset
 (``--dataset``, ``--imbalance-ratio``, ``--imbalance-profile``, ``--max-per-class``,
-``--hierarchical``, ``--image-size``, ``--strict`` and ``--seed``) must be the same in both.
+``--candidate-model``/``--hierarchical``, ``--image-size``, ``--strict`` and ``--seed`` or
+``--data-seed``) must be the same in both.
 """
 
 import click
@@ -26,7 +27,8 @@ from ltpll.cli.options import component_choice, subset_config, subset_options
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True,
               help="Coupled L2, as PyTorch SGD's weight_decay (RotNet's 5e-4).")
 @click.option("--seed", type=int, default=123, show_default=True,
-              help="Also picks the long-tailed subset: use the seed of the training run.")
+              help="Also picks the long-tailed subset (unless --data-seed is given): use the "
+                   "seed of the training run.")
 @click.option("--jit/--no-jit", "jit_compile", default=None,
               help="XLA-compile the step (TensorFlow) or not [default: XLA on a GPU, a plain "
                    "TensorFlow graph on a CPU, where it is faster].")
@@ -39,8 +41,8 @@ def pretrain(app, **flags):
 
     Yang & Xu (NeurIPS 2020) found that this pre-training on the training images lifts every
     long-tail method. Pass the same --dataset, --imbalance-ratio, --max-per-class, --seed (and
-    --imbalance-profile, --hierarchical, --image-size) as the later `ltpll train`, so both see
-    the same long-tailed subset; then train with `ltpll train --init-from DIR`.
+    --data-seed, --imbalance-profile, --hierarchical, --image-size) as the later `ltpll train`,
+    so both see the same long-tailed subset; then train with `ltpll train --init-from DIR`.
     """
     from rich.markup import escape
 

@@ -77,10 +77,13 @@ def train(app, **flags):
 
 
 def _report(app, final, run_dir):
-    from ltpll.reporting import metrics_table, per_class_table
+    from ltpll.reporting import metrics_table, per_class_table, selection_table
 
     app.console.print(metrics_table(final))
     app.console.print(per_class_table(final))
+    selection = selection_table(final)
+    if selection is not None:
+        app.console.print(selection)
     app.console.print(f"trained in {final['train_seconds']:.1f}s; run saved to [bold]{run_dir}[/]")
 
 

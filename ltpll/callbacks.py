@@ -4,6 +4,7 @@ and restore it themselves.
 * :class:`PriorLog`: the class prior the rebalancer uses, each epoch (``prior.json``), and
   :class:`Records`, the RECORDS callback of the Python API (a PriorLog that brings its layer);
 * :class:`EvaluateEvery`: test metrics every N epochs, into the epoch logs;
+* :class:`CoveringEvery`: the label-free selection criteria on the held-out partial-label split;
 * :class:`HistoryLog`: one CSV row per epoch (``history.csv``);
 * :class:`TrainingClock`: training seconds, across resumes;
 * :class:`StopOnNaN`: stops on a NaN or infinite epoch loss, keeping the last good checkpoint;
@@ -26,6 +27,8 @@ from ltpll.fileio import atomic_path, write_json
 from ltpll.metrics import evaluate_logits, predict_logits, prior_distance
 from ltpll.rebalancing.records import RecordsPrior
 from ltpll.run_dir import latest_checkpoint
+from ltpll.selection import balanced_covering_rate, covering_rate
+from ltpll.weighting.base import estimated_class_counts
 
 
 class PriorLog(keras.callbacks.Callback):
@@ -129,6 +132,30 @@ class EvaluateEvery(keras.callbacks.Callback):
             for key in ("top1", "top5", "many", "medium", "few"):
                 value = self.last[key]
                 logs[f"test_{key}"] = float("nan") if value is None else value
+
+
+class CoveringEvery(keras.callbacks.Callback):
+    """Measures the label-free selection criteria on the held-out partial-label split
+    (``--val-fraction``) on the epochs :class:`EvaluateEvery` evaluates.
+
+    Adds ``val_covering`` and ``val_covering_balanced`` (:mod:`ltpll.selection`) to the epoch
+    logs, so they reach the history CSV that the epoch selection reads. The class prior of the
+    balanced rate is the column mean of the training confidence table (a sum on the device and
+    a ``[C]`` copy, not the N x C table). Stateless: the history keeps the values.
+    """
+
+    def __init__(self, images, candidates, every, epochs):
+        super().__init__()
+        self.images, self.candidates = images, candidates
+        self.every, self.epochs = every, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or ((epoch + 1) % self.every and epoch + 1 != self.epochs):
+            return
+        predictions = np.argmax(predict_logits(self.model, self.images), axis=1)
+        prior = estimated_class_counts(self.model.confidence)
+        logs["val_covering"] = covering_rate(predictions, self.candidates)
+        logs["val_covering_balanced"] = balanced_covering_rate(predictions, self.candidates, prior)
 
 
 class HistoryLog(keras.callbacks.Callback):

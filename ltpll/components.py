@@ -488,6 +488,38 @@ register(Component("method", "lw", "ltpll.disambiguation.lw:LW", "LW",
                                    at_least(0)),)))
 register(Component("method", "cavl", "ltpll.disambiguation.cavl:CAVL", "CAVL",
                    "Class activation value labels (Zhang et al., ICLR 2022)."))
+register(Component("method", "cc", "ltpll.disambiguation.cc:CC", "CC",
+                   "Classifier-consistent loss -log sum_{j in S} p_j (Feng et al., NeurIPS 2020)."))
+
+# SoLar and SoLar-LA share their options (one --solar-<option> flag each); SoLar-LA adds zeta.
+_SOLAR = "ltpll.disambiguation.solar:SoLar"
+_UNIT = Check("must be in [0, 1]", lambda value: 0 <= value <= 1)
+SOLAR_OPTIONS = tuple(Option(*spec, scope="solar") for spec in (
+    ("queue_size", int, 16384, ("Samples in SoLar's Sinkhorn queue (the authors' 64 batches of "
+                                "256); 0: the batch alone."), at_least(0)),
+    ("lamd", float, 3.0, "Exponent lambda of SoLar's Sinkhorn cost.", above(0)),
+    ("iterations", int, 50, "Sinkhorn-Knopp iterations per step.", at_least(1)),
+    ("eta", float, 0.9, "Final weight of SoLar's reliable-sample terms.", _UNIT),
+    ("tau", float, 0.99, "Prediction-refined label agreement that makes a sample reliable.",
+     _UNIT),
+    ("rho_start", float, 0.2, ("Share of each class's expected batch count selected as "
+                               "reliable at the start (rho_range)."), _UNIT),
+    ("rho_end", float, 0.8, "That share after the warm-up (rho_range).", _UNIT),
+    ("warmup_epochs", int, 50, "Epochs over which eta and rho ramp up.", at_least(0)),
+    ("est_epochs", int, 20, "Epochs of the class-marginal estimation phase.", at_least(0)),
+    ("gamma_est", float, 0.1, ("Moving-average weight of the marginal estimate during "
+                               "est_epochs."), _UNIT),
+    ("gamma", float, 0.01, "Its weight after est_epochs.", _UNIT),
+))
+register(Component("method", "solar", _SOLAR, "SoLar",
+                   "Sinkhorn label refinery for imbalanced PLL (Wang et al., NeurIPS 2022).",
+                   options=SOLAR_OPTIONS, single_device=True))
+register(Component("method", "solar-la", _SOLAR, "SoLar-LA",
+                   "SoLar trained with the logit-adjusted loss on its estimated marginal.",
+                   options=(*SOLAR_OPTIONS, Option(
+                       "la_tau", float, 1.0, "Logit-adjustment weight zeta of SoLar-LA.",
+                       at_least(0), scope="solar")),
+                   implied={"logit_adjusted": True}, single_device=True))
 
 LA_TAU = Option("tau", float, 1.0, "Temperature of the oracle logit-adjustment baselines.",
                 at_least(0), scope="la")

@@ -13,11 +13,16 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ltpll import components
-from ltpll.data.defaults import DEFAULT_MEMORY_BUDGET_GB, INPUT_MODES
+from ltpll.data.defaults import (
+    CANDIDATE_MODELS,
+    DEFAULT_MEMORY_BUDGET_GB,
+    DEFAULT_SUPERCLASS_RATIO,
+    INPUT_MODES,
+)
 from ltpll.errors import LTPLLError
 from ltpll.models import CONFIDENCE_DTYPES
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multi-worker")
 PRECISION_CHOICES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -66,8 +71,19 @@ def _v2_to_v3(payload):
     return {**payload, "version": 3, "model": model}
 
 
+def _v3_to_v4(payload):
+    """``hierarchical: bool`` became ``candidate_model``. Runs of version 3 and before drew
+    ``hierarchical`` sets from the true label's superclass only, PiCO's CIFAR-100-H, which is
+    ``candidate_model: h`` now (``--hierarchical`` itself means CIFAR-100-LT-NU since). Their
+    data followed the run's ``seed``, now written as ``data_seed``."""
+    data = {k: v for k, v in payload["data"].items() if k != "hierarchical"}
+    data["candidate_model"] = "h" if payload["data"].get("hierarchical") else "uniform"
+    data.setdefault("data_seed", payload["train"].get("seed"))
+    return {**payload, "version": 4, "data": data}
+
+
 # Versions from_dict can still read, each with the function that upgrades it by one version.
-_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 @dataclass
@@ -84,8 +100,19 @@ class DataConfig:
         max_per_class: n_max of the long-tailed subset (None: the largest class of the training
             split); without ``imbalance_ratio``, the most images any class keeps.
         partial_rate: q, the probability of each false label joining a generated candidate set.
-        hierarchical: generate candidates inside the true label's superclass (CIFAR-100-LT-NU);
-            per-class counts then go to classes in a seeded random order.
+        candidate_model: how generated candidate sets are drawn: ``uniform`` (every false label
+            with q), ``nu`` (CIFAR-100-LT-NU: the true label's superclass mates with
+            ``min(superclass_ratio * q, 1)``, every other label with q) or ``h`` (CIFAR-100-H:
+            superclass mates only, with q). Under ``nu`` and ``h`` the per-class counts of the
+            long-tailed subset go to classes in a seeded random order, as the RECORDS authors'.
+        superclass_ratio: under ``nu``, how many times likelier a superclass mate joins than any
+            other label (the RECORDS paper's 8).
+        superclasses: a ``class,superclass`` CSV (:mod:`ltpll.data.superclasses`); without it
+            ``nu``/``h`` use tfds cifar100's coarse labels or, for classes named as CIFAR-100's,
+            its built-in table.
+        data_seed: seeds what fixes the dataset (the long-tailed subset, the candidate sets, the
+            dev set, the validation split), so runs of several ``--seed`` train on the same
+            data; None follows the run's seed (:meth:`RunConfig.validate` records which).
         candidates: a CSV of the user's own candidate sets (``path,candidates``); overrides q.
         image_size: resize images to this square size; None keeps their size.
         strict: fail on an image file that cannot be decoded instead of skipping it.
@@ -94,6 +121,8 @@ class DataConfig:
             loss weighting needs, 10 for ``meta``).
         pseudo_labels: an ``ltpll pseudo-label`` file whose images join the training set as
             extra single-candidate samples.
+        val_fraction: share of the training set held out, with its candidate sets (no true
+            labels), to select an epoch without test labels (:mod:`ltpll.selection`); 0: none.
         train_split, test_split: split folders (``train``/``test``) or list files
             (``ImageNet_LT_train.txt``, ``train2018.json``: :mod:`ltpll.data.lists`).
         input_mode: ``auto`` (in memory when the decoded split fits ``memory_budget``, else
@@ -106,7 +135,10 @@ class DataConfig:
     imbalance_profile: str = "exp"
     max_per_class: int | None = None
     partial_rate: float = 0.3
-    hierarchical: bool = False
+    candidate_model: str = "uniform"
+    superclass_ratio: float = DEFAULT_SUPERCLASS_RATIO
+    superclasses: str | None = None
+    data_seed: int | None = None
     candidates: str | None = None
     image_size: int | None = None
     train_split: str = "train"
@@ -114,6 +146,7 @@ class DataConfig:
     strict: bool = False
     dev_per_class: int | None = None
     pseudo_labels: str | None = None
+    val_fraction: float = 0.0
     input_mode: str = "auto"
     memory_budget: float = DEFAULT_MEMORY_BUDGET_GB
 
@@ -126,12 +159,21 @@ class DataConfig:
             )
         if not 0.0 <= self.partial_rate < 1.0:
             raise LTPLLError(f"--partial-rate must be in [0, 1); received {self.partial_rate}")
+        if self.candidate_model not in CANDIDATE_MODELS:
+            raise LTPLLError(f"--candidate-model must be one of {', '.join(CANDIDATE_MODELS)}; "
+                             f"received {self.candidate_model!r}")
+        if not self.superclass_ratio >= 1:  # NaN fails too
+            raise LTPLLError(
+                f"--superclass-ratio must be >= 1; received {self.superclass_ratio}"
+            )
         if self.max_per_class is not None and self.max_per_class < 1:
             raise LTPLLError(f"--max-per-class must be >= 1; received {self.max_per_class}")
         if self.image_size is not None and self.image_size < 8:
             raise LTPLLError(f"--image-size must be >= 8; received {self.image_size}")
         if self.dev_per_class is not None and self.dev_per_class < 0:
             raise LTPLLError(f"--dev-per-class must be >= 0; received {self.dev_per_class}")
+        if not 0.0 <= self.val_fraction < 1.0:  # NaN fails too
+            raise LTPLLError(f"--val-fraction must be in [0, 1); received {self.val_fraction}")
         if self.input_mode not in INPUT_MODES:
             raise LTPLLError(f"input mode must be one of {', '.join(INPUT_MODES)}; "
                              f"received {self.input_mode!r}")
@@ -216,7 +258,8 @@ class TrainConfig:
         eval_every: evaluate on the test split every this many epochs (and after the last).
         distribute: ``none``, ``mirrored`` (tf.distribute.MirroredStrategy over local GPUs) or
             ``multi-worker`` (tf.distribute.MultiWorkerMirroredStrategy, cluster from TF_CONFIG).
-        seed: drives subsampling, candidates, shuffling, augmentation and initialisation.
+        seed: drives shuffling, augmentation and initialisation, and the data too (subset,
+            candidates, dev set) unless the data config has its own ``data_seed``.
         precision: Keras dtype policy: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
         steps_per_execution: training steps run per compiled call (fewer host round trips).
         confidence_dtype: storage of the N x C confidence table: ``float32`` or the compact
@@ -303,6 +346,8 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        if self.data.data_seed is None:  # saved explicitly: the data a run trained on
+            self.data.data_seed = self.train.seed
         chosen = [self.model.declaration(kind) for kind in components.KINDS]
         if self.data.dev_per_class is None:
             self.data.dev_per_class = max(component.dev_per_class for component in chosen)

@@ -27,12 +27,18 @@ class RichProgress(keras.callbacks.Callback):
     Train accuracy is measured on the weak view against the hidden true labels where they are
     known (benchmark data); test accuracy comes from the ``EvaluateEvery`` callback's logs.
     ``epochs`` defaults to the count ``fit`` was given.
+
+    The bar moves every batch, but the loss and accuracy are read only every ``read_every``
+    batches and at the end of the epoch: reading a batch's loss waits for that step to finish on
+    the device, and with :class:`ltpll.batch_logs.LazyCallbackList` (as ``ltpll train`` uses) an
+    unread value is never fetched.
     """
 
-    def __init__(self, console, epochs=None):
+    def __init__(self, console, epochs=None, read_every=25):
         super().__init__()
         self.console = console
         self.epochs = epochs
+        self.read_every = read_every
         self.progress = None
         self.task = None
         self.test_top1 = None
@@ -61,6 +67,9 @@ class RichProgress(keras.callbacks.Callback):
         )
 
     def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.read_every:
+            self.progress.update(self.task, completed=batch + 1)
+            return
         logs = logs or {}
         self.progress.update(
             self.task, completed=batch + 1,
@@ -89,6 +98,32 @@ def metrics_table(metrics, title="Test metrics"):
     table.add_row(*(
         _fmt(metrics.get(key), ".2%") for key in ("top1", "top5", "many", "medium", "few")
     ))
+    return table
+
+
+def selection_table(metrics):
+    """Top-1 and Many/Medium/Few at each epoch selection of a run (:mod:`ltpll.selection`), or
+    None when the run has only its last epoch (an older run, say)."""
+    from ltpll.selection import SELECTIONS
+
+    labels = {"best_test_epoch": "best test (optimistic)",
+              "selected_by_val_covering": "val covering",
+              "selected_by_val_covering_balanced": "val balanced covering"}
+    chosen = [name for name in SELECTIONS if metrics.get(name)]
+    if not chosen:
+        return None
+    table = Table(title="Epoch selection",
+                  caption="best test: chosen on the test labels (the papers' 'Best Acc'); "
+                          "val: chosen without labels on the held-out candidate sets")
+    for column in ("selected by", "epoch", "criterion", "top-1", "many", "medium", "few"):
+        table.add_column(column, justify="left" if column == "selected by" else "right")
+    keys = ("top1", "many", "medium", "few")
+    table.add_row("last epoch", "last", "-", *(_fmt(metrics.get(key), ".2%") for key in keys))
+    for name in chosen:
+        block = metrics[name]
+        table.add_row(labels.get(name, name), str(block["epoch"]),
+                      _fmt(block.get(block["criterion"])),
+                      *(_fmt(block.get(key), ".2%") for key in keys))
     return table
 
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 import ltpll
 from ltpll.cli.main import main
-from ltpll.config import RunConfig
+from ltpll.config import CONFIG_VERSION, RunConfig
 from tests.helpers import REPO
 
 ARCHIVE = os.path.join(REPO, "tests", "data", "v2_runs.tar.gz")
@@ -45,7 +45,7 @@ def _config(run):
 
 def test_a_version_2_config_becomes_the_components_own_configs(v2_runs):
     config = RunConfig.from_dict(_config(v2_runs / "unfinished_proden_templa_ldamdrw")).validate()
-    assert config.version == 3
+    assert config.version == CONFIG_VERSION
     assert config.model.method == {"name": "proden"}
     assert config.model.rebalancer == {"name": "temp-oracle-la", "tau": 0.8, "ramp_epochs": None}
     assert config.model.weighting == {"name": "ldam-drw", "scale": 10.0, "max_margin": 0.5,

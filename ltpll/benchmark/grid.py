@@ -6,6 +6,11 @@ exported like a run of ``ltpll train``. A cell whose ``metrics.json`` exists is 
 skipped when the grid runs again; an unfinished one (a crash, Ctrl-C) is started over.
 
 A method name may carry ``+mixup`` (``corr+mixup``) to train that method with the Mixup term.
+
+Where only some method + rebalancer combinations are wanted (a comparison of published methods:
+CORR with and without RECORDS, SoLar alone), ``pairs`` lists them (``--pairs
+corr:none,corr:records,solar:none``) and replaces the methods x rebalancers product; the other
+axes still multiply.
 """
 
 import dataclasses
@@ -15,6 +20,7 @@ import os
 import shutil
 
 from ltpll import components
+from ltpll.benchmark.report import selection_fields
 from ltpll.errors import LTPLLError
 from ltpll.fileio import read_json
 from ltpll.run_dir import RUN_FILES, read_config
@@ -56,14 +62,30 @@ class Grid:
     imbalance_ratios: list
     partial_rates: list
     seeds: list
+    # (method, rebalancer) tuples run instead of methods x rebalancers; None: the product.
+    pairs: list = None
+
+    @classmethod
+    def from_pairs(cls, pairs, **axes):
+        """A grid of the given (method, rebalancer) pairs; its methods and rebalancers axes are
+        the names the pairs use, in order of appearance."""
+        pairs = list(dict.fromkeys(tuple(pair) for pair in pairs))
+        return cls(methods=list(dict.fromkeys(m for m, _ in pairs)),
+                   rebalancers=list(dict.fromkeys(r for _, r in pairs)), pairs=pairs, **axes)
+
+    def method_rebalancer_pairs(self):
+        """The (method, rebalancer) combinations the grid runs, in running order."""
+        if self.pairs is not None:
+            return list(self.pairs)
+        return list(itertools.product(self.methods, self.rebalancers))
 
     def cells(self):
         """Every cell; seeds outermost so a first full table appears before repeats."""
         return [
             Cell(method, rebalancer, float(rho), float(q), int(seed))
-            for seed, rho, q, method, rebalancer in itertools.product(
-                self.seeds, self.imbalance_ratios, self.partial_rates, self.methods,
-                self.rebalancers,
+            for seed, rho, q, (method, rebalancer) in itertools.product(
+                self.seeds, self.imbalance_ratios, self.partial_rates,
+                self.method_rebalancer_pairs(),
             )
         ]
 
@@ -88,6 +110,23 @@ class Grid:
                     f"{', '.join(known_rebalancers)}"
                 )
         return self
+
+
+def parse_pairs(text, flag="pairs"):
+    """``"corr:none,cc:records"`` -> ``[("corr", "none"), ("cc", "records")]``; a list (from a
+    grid file) holds ``"method:rebalancer"`` strings.
+
+    Raises:
+        LTPLLError: for an entry that is not ``method:rebalancer``.
+    """
+    pairs = []
+    for item in parse_list(text, str, flag):
+        method, colon, rebalancer = item.partition(":")
+        if not (colon and method.strip() and rebalancer.strip()):
+            raise LTPLLError(f"--{flag} takes comma-separated method:rebalancer pairs "
+                             f"(corr:records); received {item!r}")
+        pairs.append((method.strip(), rebalancer.strip()))
+    return pairs
 
 
 def parse_list(text, kind=str, flag="list"):
@@ -166,6 +205,7 @@ def finished_row(cell, run_dir, expected_config=None):
         "seed": cell.seed,
         **{key: metrics.get(key) for key in ("top1", "top5", "many", "medium", "few",
                                              "prior_l2", "train_seconds")},
+        **selection_fields(metrics),
         "epochs": config["train"]["epochs"],
         "run_dir": run_dir,
     }

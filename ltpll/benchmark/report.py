@@ -34,7 +34,19 @@ RESULT_COLUMNS = (
     "method", "rebalancer", "imbalance_ratio", "partial_rate", "seed",
     "top1", "top5", "many", "medium", "few", "prior_l2", "train_seconds", "epochs", "run_dir",
 )
-SUMMARY_METRICS = ("top1", "top5", "many", "medium", "few", "prior_l2")
+# Epoch selection (ltpll.selection): (row-key prefix, metrics.json block, Table 3 label). The
+# unprefixed metrics are the last epoch's, as in Tables 1 and 2.
+SELECTIONS = (
+    ("", None, "last epoch"),
+    ("best_test_", "best_test_epoch", "best test epoch (optimistic)"),
+    ("val_cov_", "selected_by_val_covering", "val covering (label-free)"),
+    ("val_bcov_", "selected_by_val_covering_balanced", "val balanced covering (label-free)"),
+)
+SELECTED_METRICS = ("top1", "many", "medium", "few", "epoch")
+# The row keys of the selected epochs: results.csv puts them after the last epoch's metrics.
+SELECTION_COLUMNS = tuple(prefix + metric for prefix, block, _ in SELECTIONS if block
+                          for metric in SELECTED_METRICS)
+SUMMARY_METRICS = ("top1", "top5", "many", "medium", "few", "prior_l2", *SELECTION_COLUMNS)
 GROUP_METRICS = (("Many", "many"), ("Medium", "medium"), ("Few", "few"), ("Overall", "top1"))
 GAIN_LABEL = "  gain of + RECORDS"
 MISSING = "–"   # a cell the grid did not run (or whose metric is absent)
@@ -277,6 +289,75 @@ def table2_markdown(rows):
     return _markdown_table(header, body)
 
 
+# --- Table 3: epoch selection -------------------------------------------------------------------
+
+def selection_fields(metrics):
+    """The row keys of the selected epochs (:data:`SELECTION_COLUMNS`) from a run's
+    ``metrics.json``; None where the run has no such selection (no ``--val-fraction``, or a run
+    of an older ltpll)."""
+    fields = {}
+    for prefix, block, _ in SELECTIONS:
+        if block:
+            values = metrics.get(block) or {}
+            fields.update({prefix + metric: values.get(metric) for metric in SELECTED_METRICS})
+    return fields
+
+
+def _selections_present(summary):
+    """The :data:`SELECTIONS` some cell has a top-1 for (the last epoch always)."""
+    return [selection for selection in SELECTIONS
+            if not selection[1] or any(s[f"{selection[0]}top1_n"] for s in summary)]
+
+
+def table3_markdown(rows):
+    """Many / Medium / Few / Overall accuracy (%) and the epoch at each epoch selection.
+
+    One row per method+rebalancer and selection: the last epoch (Tables 1 and 2), the best test
+    epoch (optimistic: chosen on the test labels) and, for runs with ``--val-fraction``, the two
+    label-free selections of :mod:`ltpll.selection`. Overall is top-1 as mean ± std over seeds,
+    the rest means; Epoch is the mean selected epoch.
+    """
+    summary = summarise(rows)
+    if not summary:
+        return "_No finished cells._"
+    by_key = _by_key(summary)
+    settings = _settings(by_key)
+    pairs = sorted(
+        {(s["method"], s["rebalancer"]) for s in summary},
+        key=lambda pair: (method_key(pair[0]), rebalancer_key(pair[1])),
+    )
+    header = ["Method", "Selection"] + [
+        f"{name} ({setting_label(rho, q)})" for rho, q in settings
+        for name in ("Many", "Medium", "Few", "Overall", "Epoch")
+    ]
+    body = []
+    for method, rebalancer in pairs:
+        for prefix, _, label in _selections_present(summary):
+            cells = []
+            for rho, q in settings:
+                entry = by_key.get((method, rebalancer, rho, q))
+                for metric in ("many", "medium", "few"):
+                    mean = entry.get(f"{prefix}{metric}_mean") if entry else None
+                    cells.append(MISSING if mean is None else _percent(mean))
+                cells.append(_mean_pm_std(entry, f"{prefix}top1") or MISSING)
+                epoch = _epoch_mean(entry, prefix, rows, (method, rebalancer, rho, q))
+                cells.append(MISSING if epoch is None else f"{epoch:g}")
+            body.append([display_name(method, rebalancer), label, *cells])
+    return _markdown_table(header, body)
+
+
+def _epoch_mean(entry, prefix, rows, key):
+    """The mean selected epoch of a cell, one decimal; the last epoch is the run's length."""
+    if entry is None:
+        return None
+    if prefix:
+        mean = entry.get(f"{prefix}epoch_mean")
+    else:
+        epochs = [_number(row.get("epochs")) for row in rows if group_key(row) == key]
+        mean = mean_std([e for e in epochs if e is not None])[0]
+    return None if mean is None else round(mean, 1)
+
+
 # --- results.md / results.csv ------------------------------------------------------------------
 
 PLOT_CAPTIONS = {
@@ -338,6 +419,21 @@ def results_markdown(rows, title=DEFAULT_TITLE, plots=()):
         ), "",
         table2_markdown(rows), "",
     ]
+    if len(_selections_present(summary)) > 1:
+        lines += [
+            "## Table 3: epoch selection (%)", "",
+            (
+                "*last epoch* is the epoch training ended (Tables 1 and 2). *best test epoch* "
+                "is the epoch of the highest test top-1, chosen on the test labels, as the "
+                "authors' scripts report 'Best Acc': optimistic, comparable only with numbers "
+                "chosen the same way. The *label-free* rows choose the epoch without any true "
+                "label, by the covering rate (share of predictions inside the candidate set) "
+                "and its prior-balanced version on the `--val-fraction` split held out of "
+                "training. Overall is top-1 (mean ± std over seeds); Epoch is the mean "
+                "selected epoch."
+            ), "",
+            table3_markdown(rows), "",
+        ]
     if plots:
         lines += ["## Plots", ""]
         for plot in plots:
@@ -350,8 +446,10 @@ def results_markdown(rows, title=DEFAULT_TITLE, plots=()):
 
 
 def _columns(rows):
-    extras = sorted({key for row in rows for key in row} - set(RESULT_COLUMNS))
-    return [*RESULT_COLUMNS[:-1], *extras, RESULT_COLUMNS[-1]]
+    keys = {key for row in rows for key in row}
+    selected = [key for key in SELECTION_COLUMNS if key in keys]
+    extras = sorted(keys - set(RESULT_COLUMNS) - set(selected))
+    return [*RESULT_COLUMNS[:-1], *selected, *extras, RESULT_COLUMNS[-1]]
 
 
 def write_results_csv(rows, path):

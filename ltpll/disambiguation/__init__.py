@@ -1,4 +1,4 @@
-"""PLL disambiguation methods (CORR, PRODEN, LW, CAVL), looked up by name in the registry.
+"""PLL disambiguation methods (CORR, PRODEN, LW, CAVL, CC), looked up by name in the registry.
 
 Each method is one module here plus its registration in :mod:`ltpll.components`. The classes
 are imported on first use, so ``import ltpll.disambiguation`` needs no Keras.
@@ -8,8 +8,8 @@ import importlib
 
 from ltpll import components
 
-_CLASSES = {"CORR": "corr", "PRODEN": "proden", "LW": "lw", "CAVL": "cavl",
-            "DisambiguationMethod": "base"}
+_CLASSES = {"CORR": "corr", "PRODEN": "proden", "LW": "lw", "CAVL": "cavl", "CC": "cc",
+            "SoLar": "solar", "DisambiguationMethod": "base"}
 
 
 def get_method(spec, **options):
@@ -38,4 +38,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'ltpll.disambiguation' has no attribute {name!r}")
 
 
-__all__ = ["CAVL", "CORR", "LW", "PRODEN", "DisambiguationMethod", "get_method"]
+__all__ = ["CAVL", "CC", "CORR", "LW", "PRODEN", "DisambiguationMethod", "SoLar", "get_method"]

@@ -16,6 +16,27 @@ Methods declare how many augmented views they use (``views``: CORR uses a weak a
 PRODEN, LW and CAVL one); the model then skips the strong view's forward pass for one-view
 methods, and passes ``None`` for the strong view's logits.
 
+A method whose loss is driven by this step's own disambiguation rather than by the table's memory
+sets ``step_targets = True`` (CC): the model then passes ``update`` of the batch's (debiased)
+logits, without gradient, as ``targets``; the table is still written as for any method.
+
+A method that needs more than a per-sample loss and an update (SoLar, HTC) uses the optional
+hooks below; their defaults change nothing, so CORR, PRODEN, LW, CAVL and CC never see them:
+
+* ``build(model)``: creates the method's own state (a queue, a class-marginal estimate, extra
+  heads) as one Keras layer and returns it; the model keeps it as ``model.method_state``, so its
+  variables are the model's (saved, checkpointed, written inside the compiled step like the
+  confidence table). Default: ``None``, nothing.
+* ``step_loss(step)``: the step's whole scalar loss from a :class:`~ltpll.models.pll_model.
+  TrainingStep` (the ``y_pred`` dict of logits, features and normalised views, the table's
+  targets, the candidates, the sample index, a forward pass for extra views); ``None`` (default)
+  keeps the model's own loss (``example_losses`` weighted, plus the model's Mixup term). A method
+  that builds its own Mixup term sets ``owns_mixup = True`` and the model's mixed views are not
+  made. Variable writes happen only when ``step.training``.
+* ``callbacks()``: Keras callbacks the method needs during ``fit`` (per-epoch schedules).
+* ``prediction_logits(logits, features)``: the logits prediction starts from (HTC's ensemble);
+  default: the model head's ``logits``.
+
 Methods are plain Python objects with a ``get_config`` so a saved model knows which one it ran
 and with which options. Their options are declared with their registration in
 :mod:`ltpll.components` (type, default, check, help); the constructor takes them as keywords and
@@ -38,6 +59,10 @@ class DisambiguationMethod:
 
     name = None
     views = 2
+    # True: the loss's targets are this step's update rows, not the table's (see the docstring).
+    step_targets = False
+    # True: step_loss makes the Mixup term itself; the model then makes no mixed views.
+    owns_mixup = False
     _option_keys = ()
 
     def set_options(self, **options):
@@ -84,6 +109,22 @@ class DisambiguationMethod:
             candidates: ``[B, C]`` multi-hot original candidate sets.
         """
         raise NotImplementedError
+
+    # --- optional hooks (see the module docstring); the defaults keep the model's own step ---
+
+    def build(self, model):
+        """The method's own state as a Keras layer (``None``: it has none)."""
+
+    def step_loss(self, step):
+        """The step's scalar loss, or ``None`` for the model's default loss."""
+
+    def callbacks(self):
+        """Keras callbacks the method needs during ``fit``."""
+        return []
+
+    def prediction_logits(self, logits, features):
+        """``[B, C]`` logits the model predicts from (before the rebalancer's debiasing)."""
+        return logits
 
     def get_config(self):
         """The method's name and options; ``get_method(config)`` rebuilds it."""

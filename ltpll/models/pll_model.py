@@ -215,6 +215,10 @@ class PLLModel(keras.Model):
             shape=(), initializer="ones", trainable=False, autocast=False,
             aggregation="only_first_replica", name="update_enabled",
         )
+        # A method's own state (SoLar's queue, HTC's heads): a layer of the model, so it is saved.
+        state = self.method.build(self)
+        if state is not None:
+            self.method_state = state
         self.built = True
 
     def set_candidates(self, candidates):
@@ -283,7 +287,9 @@ class PLLModel(keras.Model):
 
     def call(self, images, training=False):
         if not training:
-            logits = ops.cast(self.head(self.features(images)), "float32")
+            features = self.features(images)
+            logits = ops.cast(self.method.prediction_logits(self.head(features), features),
+                              "float32")
             return self.rebalancer.prediction_logits(logits, self.head)
         # The views the method uses, then (with mixup) their mixes, through the backbone as one
         # batch, as the authors' code does: BatchNorm sees all of them together.
@@ -294,7 +300,7 @@ class PLLModel(keras.Model):
         # The plain views, for a weighting that runs them again (the meta step's virtual
         # step); compiled away when nothing reads them.
         outputs = {"views": ops.concatenate(views, axis=0)}
-        if self.mixup:
+        if self.mixup and not self.method.owns_mixup:
             batch = ops.shape(images)[0]
             draw = _beta_4_4(self.mixup_seed)
             mix_lambda = ops.maximum(draw, 1.0 - draw)
@@ -307,7 +313,7 @@ class PLLModel(keras.Model):
         features = ops.split(features, len(views), axis=0)
         logits = ops.split(logits, len(views), axis=0)
         names = ["w", "s"][: self.method.views]
-        if self.mixup:
+        if self.mixup and not self.method.owns_mixup:
             names += [f"{name}_mix" for name in names]
         for name, view_logits, view_features in zip(names, logits, features):
             outputs[f"logits_{name}"] = view_logits
@@ -329,14 +335,12 @@ class PLLModel(keras.Model):
         candidates = ops.cast(y["candidates"], "float32")
         index = ops.cast(ops.reshape(y["index"], (-1,)), "int32")
         stored, targets = self._read_rows(index)
-        offsets = self.weighting.example_offsets(self, y_pred, targets, candidates)
-        loss = self._weighted_loss(
-            y_pred["logits_w"], y_pred.get("logits_s"), targets, candidates, offsets
-        )
-        if self.mixup:
-            loss = loss + self.mixup_weight * self.update_enabled * self._mixup_loss(
-                y_pred, targets, candidates
-            )
+        if self.method.step_targets:  # CC: the loss follows this step's own disambiguation
+            targets = ops.stop_gradient(self._disambiguate(y_pred, candidates))
+        loss = self.method.step_loss(
+            TrainingStep(self, y_pred, targets, candidates, index, training))
+        if loss is None:
+            loss = self._default_loss(y_pred, targets, candidates)
         if self.weight_decay:
             loss = loss + coupled_l2(self.trainable_weights, self.weight_decay)
         # Regularizers and add_loss terms of the layers (a user's backbone may have them).
@@ -346,6 +350,19 @@ class PLLModel(keras.Model):
             self._update_state(y_pred, stored, candidates, index)
             self.weighting.after_train_step()
         return distribution.scale_loss(loss)
+
+    def _default_loss(self, y_pred, targets, candidates):
+        """The loss of a method without ``step_loss``: its weighted per-sample losses, plus the
+        Mixup term."""
+        offsets = self.weighting.example_offsets(self, y_pred, targets, candidates)
+        loss = self._weighted_loss(
+            y_pred["logits_w"], y_pred.get("logits_s"), targets, candidates, offsets
+        )
+        if self.mixup:
+            loss = loss + self.mixup_weight * self.update_enabled * self._mixup_loss(
+                y_pred, targets, candidates
+            )
+        return loss
 
     def _weighted_loss(self, logits_w, logits_s, targets, candidates, offsets=None):
         """The batch mean of the method's per-sample losses, weighted by the loss weighting
@@ -400,13 +417,7 @@ class PLLModel(keras.Model):
         """
         features_w = y_pred["features_w"]
         self.rebalancer.update(features_w, y_pred.get("features_s", features_w))
-        logits_w = ops.stop_gradient(self.rebalancer.update_logits(y_pred["logits_w"], self.head))
-        logits_s = None
-        if "logits_s" in y_pred:
-            logits_s = ops.stop_gradient(
-                self.rebalancer.update_logits(y_pred["logits_s"], self.head)
-            )
-        new_rows = self.method.update(logits_w, logits_s, candidates)
+        new_rows = self._disambiguate(y_pred, candidates)
         rows = ops.where(self.update_enabled > 0, new_rows, stored)
         rows = ops.cast(rows, self.confidence_dtype)
         # Under tf.distribute each replica holds different samples: gather every replica's
@@ -416,6 +427,17 @@ class PLLModel(keras.Model):
         self.confidence.assign(
             ops.scatter_update(self.confidence, ops.expand_dims(all_index, -1), all_rows)
         )
+
+    def _disambiguate(self, y_pred, candidates):
+        """The method's new rows for the batch, from the rebalancer's debiased logits of the
+        views (without gradient), inside each sample's original candidate set."""
+        logits_w = ops.stop_gradient(self.rebalancer.update_logits(y_pred["logits_w"], self.head))
+        logits_s = None
+        if "logits_s" in y_pred:
+            logits_s = ops.stop_gradient(
+                self.rebalancer.update_logits(y_pred["logits_s"], self.head)
+            )
+        return self.method.update(logits_w, logits_s, candidates)
 
     def compile(self, optimizer="rmsprop", *args, **kwargs):
         """Keras' ``compile``; an optimizer that treats the backbone's variables apart
@@ -435,8 +457,9 @@ class PLLModel(keras.Model):
             self.optimizer.build(self.trainable_variables)  # its variables, to load into
 
     def training_callbacks(self):
-        """The callbacks the rebalancer and the loss weighting need during ``fit``."""
-        return [*self.rebalancer.callbacks(), *self.weighting.callbacks()]
+        """The callbacks the rebalancer, the loss weighting and the method need during ``fit``."""
+        return [*self.rebalancer.callbacks(), *self.weighting.callbacks(),
+                *self.method.callbacks()]
 
     def fit(self, *args, **kwargs):
         """Keras' ``fit``, with :meth:`training_callbacks` run before the caller's callbacks.
@@ -447,6 +470,9 @@ class PLLModel(keras.Model):
         args = list(args)
         if len(args) > 5:  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
             kwargs["callbacks"] = args.pop(5)
+        if hasattr(kwargs.get("callbacks"), "add_first"):  # a ltpll.batch_logs.LazyCallbackList
+            kwargs["callbacks"].add_first(self.training_callbacks())
+            return super().fit(*args, **kwargs)
         given = list(kwargs.get("callbacks") or [])
         taken = {type(callback) for callback in given}
         needed = [callback for callback in self.training_callbacks()
@@ -520,6 +546,38 @@ def _beta_4_4(seed, shape=()):
     return gammas[..., 0] / (gammas[..., 0] + gammas[..., 1])
 
 
+class TrainingStep:
+    """What a method's ``step_loss`` sees of one training step (see
+    :mod:`ltpll.disambiguation.base`).
+
+    Attributes:
+        model: the :class:`PLLModel`.
+        y_pred: the dict ``call(training=True)`` returned: ``logits_w``/``features_w`` (and
+            ``_s`` for two views), ``views`` (the normalised views, weak first, concatenated).
+        targets: ``[B, C]`` the batch's confidence rows.
+        candidates: ``[B, C]`` multi-hot candidate sets.
+        index: ``[B]`` int32 sample indices (rows of the table).
+        training: whether state may be written (False when a test or the meta step calls it).
+    """
+
+    def __init__(self, model, y_pred, targets, candidates, index, training):
+        self.model = model
+        self.y_pred = y_pred
+        self.targets = targets
+        self.candidates = candidates
+        self.index = index
+        self.training = training
+
+    def logits_of(self, views):
+        """float32 logits of normalised images through backbone and head in training mode (an
+        extra forward pass, as SoLar's Mixup on its selected samples makes)."""
+        return ops.cast(self.model.head(self.model.backbone(views, training=True)), "float32")
+
+    def example_weights(self, logits_w):
+        """``[B]`` weights of the model's loss weighting (1 without one)."""
+        return self.model.weighting.example_weights(self.targets, logits_w)
+
+
 class UpdateStart(keras.callbacks.Callback):
     """Switches confidence updates on from a given epoch (``--update-start``, 1-based count of
     epochs trained first without updates; 0 updates from the start).
@@ -538,4 +596,5 @@ class UpdateStart(keras.callbacks.Callback):
         self.model.update_enabled.assign(1.0 if epoch >= self.start_epoch else 0.0)
 
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "MaskedAccuracy", "PLLModel", "UpdateStart"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "MaskedAccuracy", "PLLModel", "TrainingStep",
+           "UpdateStart"]
