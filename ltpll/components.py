@@ -521,6 +521,24 @@ register(Component("method", "solar-la", _SOLAR, "SoLar-LA",
                        at_least(0), scope="solar")),
                    implied={"logit_adjusted": True}, single_device=True))
 
+# HTC: the authors' defaults (train.py; mu is fixed at 0.6 there).
+register(Component("method", "htc", "ltpll.disambiguation.htc:HTC", "HTC",
+                   "Head and tail classifiers fused by attention (Jia et al., AAAI 2024).",
+                   options=tuple(Option(*spec, scope="htc") for spec in (
+                       ("t", float, 2.0, ("Logit adjustment tau of the tail classifier's "
+                                          "targets (the authors' --t)."), at_least(0)),
+                       ("eta", float, 0.9, "Final weight of HTC's reliable-sample terms.", _UNIT),
+                       ("alpha_start", float, 0.2, ("Share of each class's expected batch count "
+                                                    "selected as reliable at the start "
+                                                    "(alpha_range)."), _UNIT),
+                       ("alpha_end", float, 0.6, "That share after the warm-up (alpha_range).",
+                        _UNIT),
+                       ("warmup_epochs", int, 50, ("Epochs over which eta and alpha ramp up "
+                                                   "(the authors' --e)."), at_least(0)),
+                       ("mu", float, 0.6, ("Weight of the tail classifier's prediction in the "
+                                           "confidence table's moving average."), _UNIT),
+                   )), single_device=True))
+
 LA_TAU = Option("tau", float, 1.0, "Temperature of the oracle logit-adjustment baselines.",
                 at_least(0), scope="la")
 _ORACLE = "ltpll.rebalancing.logit_adjust:OracleLogitAdjustment"

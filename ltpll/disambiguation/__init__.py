@@ -1,4 +1,5 @@
-"""PLL disambiguation methods (CORR, PRODEN, LW, CAVL, CC), looked up by name in the registry.
+"""PLL disambiguation methods (CORR, PRODEN, LW, CAVL, CC, SoLar, HTC), looked up by name in the
+registry.
 
 Each method is one module here plus its registration in :mod:`ltpll.components`. The classes
 are imported on first use, so ``import ltpll.disambiguation`` needs no Keras.
@@ -9,7 +10,7 @@ import importlib
 from ltpll import components
 
 _CLASSES = {"CORR": "corr", "PRODEN": "proden", "LW": "lw", "CAVL": "cavl", "CC": "cc",
-            "SoLar": "solar", "DisambiguationMethod": "base"}
+            "SoLar": "solar", "HTC": "htc", "DisambiguationMethod": "base"}
 
 
 def get_method(spec, **options):
@@ -38,4 +39,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'ltpll.disambiguation' has no attribute {name!r}")
 
 
-__all__ = ["CAVL", "CC", "CORR", "LW", "PRODEN", "DisambiguationMethod", "SoLar", "get_method"]
+__all__ = ["CAVL", "CC", "CORR", "HTC", "LW", "PRODEN", "DisambiguationMethod", "SoLar",
+           "get_method"]
