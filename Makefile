@@ -11,7 +11,8 @@ EPOCHS ?= 800
 OUTPUT ?= runs/c10-lt-corr-records
 
 .PHONY: install test test-all train demo bench-augment bench-grid-cpu bench-peers-cpu bench-step-cpu \
-	bench-reweight-cpu bench-scale-cpu paper-c10 clean
+	bench-reweight-cpu bench-scale-cpu paper-c10 crosscheck-official \
+	bench-vs-official-cpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,7 +61,8 @@ bench-grid-cpu: install
 # validation split, and the test set is evaluated every PEERS_EVAL_EVERY epochs, so the tables
 # give the last epoch, the best test epoch (optimistic) and the label-free selections. SoLar's
 # schedule is scaled from its authors' 1000 CIFAR epochs (warm-up 50, estimation 100) to 16, and
-# its queue to about the training set. About 46 minutes on an idle 2-core CPU (measured per cell:
+# its queue to about the training set; HTC's warm-up from its authors' 50 of 800 epochs to 1.
+# About 46 minutes on an idle 2-core CPU (measured per cell:
 # CORR 2.8 min, CC 2.6, SoLar 4.7; HTC taken as CORR); PEERS_EVAL_EVERY=2 adds about 8. Resumable.
 # Tables in $(PEERS_OUTPUT)/results.md; PEERS_PAIRS picks a subset (PEERS_PAIRS=cc:none,cc:records).
 PEERS_OUTPUT ?= runs/bench-peers-cpu
@@ -71,7 +73,8 @@ bench-peers-cpu: install
 		--partial-rates 0.3,0.5 --pairs $(PEERS_PAIRS) --seeds 1 \
 		--backbone resnet-small --epochs 16 --batch-size 64 --lr 0.05 --weight-decay 5e-4 \
 		--eval-every $(PEERS_EVAL_EVERY) --val-fraction 0.1 --solar-queue-size 1024 \
-		--solar-warmup-epochs 1 --solar-est-epochs 2 --output $(PEERS_OUTPUT)
+		--solar-warmup-epochs 1 --solar-est-epochs 2 --htc-warmup-epochs 1 \
+		--output $(PEERS_OUTPUT)
 
 # Reweighting and better representations on the same CIFAR-10-LT set as bench-grid-cpu (rho=100,
 # n_max=500, q=0.3, resnet-small, one seed), trained 40 epochs: CORR, +RECORDS, +CB, +LDAM-DRW,
@@ -107,6 +110,44 @@ paper-c10:
 		--methods corr --rebalancers none,records --seeds 123 --backbone resnet18 \
 		--epochs $(EPOCHS) --batch-size 256 --lr 0.01 --weight-decay 1e-3 --precision mixed_bfloat16 \
 		--eval-every 50 --output $(PAPER_OUTPUT)
+
+# A virtual environment with torch for the harnesses that run the RECORDS authors' code
+# (benchmarks/official/), outside the repository and made once; never part of `make test`.
+TORCH_VENV ?= $(CACHE)/torch-venv
+$(TORCH_VENV)/bin/python:
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1 numpy
+
+# ltpll's CORR + RECORDS step against the authors' CORR_loss_RECORDS and ResNet-18 from their
+# checkout (OFFICIAL=path/to/RECORDS-LTPLL): the same initial weights, CIFAR-10 batches,
+# candidate sets and SGD steps (float32, CPU); prints the largest differences. A few minutes.
+CROSSCHECK_FLAGS ?=
+ifneq ($(filter crosscheck-official,$(MAKECMDGOALS)),)
+ifeq ($(strip $(OFFICIAL)),)
+$(error give the authors' checkout: make crosscheck-official OFFICIAL=path/to/RECORDS-LTPLL)
+endif
+endif
+crosscheck-official: install $(TORCH_VENV)/bin/python
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/official/crosscheck.py \
+		--official $(OFFICIAL) --torch-python $(TORCH_VENV)/bin/python \
+		--dataset $(SHARED_CIFAR) $(CROSSCHECK_FLAGS)
+
+# Training-step speed of ltpll next to the authors' code (OFFICIAL=path/to/RECORDS-LTPLL) on
+# this CPU: CORR + RECORDS, ResNet-18, batch 64, on the same 3,000 shared CIFAR-10 images; a real
+# `ltpll train` run against their train() loop (their ResNet-18, CORR_loss_RECORDS, PIL
+# RandAugment DataLoader with 2 workers), 3 back-to-back pairs of 12 timed steps after 3 warm-up.
+# About 10 minutes on an idle 2-core CPU. More: VS_OFFICIAL_FLAGS="--batch-size 256 --rounds 5"
+# or "--backbone resnet-small"; TORCH_VENV=path picks a venv with torch that is already there.
+VS_OFFICIAL_FLAGS ?=
+ifneq ($(filter bench-vs-official-cpu,$(MAKECMDGOALS)),)
+ifeq ($(strip $(OFFICIAL)),)
+$(error give the authors' checkout: make bench-vs-official-cpu OFFICIAL=path/to/RECORDS-LTPLL)
+endif
+endif
+bench-vs-official-cpu: install $(TORCH_VENV)/bin/python
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/official/bench_vs_official.py \
+		--official $(OFFICIAL) --torch-python $(TORCH_VENV)/bin/python \
+		--dataset $(SHARED_CIFAR) --cache $(CACHE) $(VS_OFFICIAL_FLAGS)
 
 bench-augment: install
 	$(BIN)/python benchmarks/bench_augment.py
