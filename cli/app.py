@@ -114,7 +114,12 @@ def start_backend():
     if "keras" in sys.modules:
         return
     with quiet_imports(_VERBOSE["on"]):
-        import keras  # noqa: F401  (imports TensorFlow under the TensorFlow backend)
+        import keras  # (imports TensorFlow under the TensorFlow backend)
+
+        from ltpll.environment import tensorflow_available
+
+        if keras.backend.backend() != "tensorflow" and tensorflow_available():
+            import tensorflow  # noqa: F401  (tf.data feeds the JAX step wherever it is installed)
 
 
 def load_plugins():

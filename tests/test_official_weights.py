@@ -8,8 +8,12 @@ converted kernel, and likewise the linear head; the names by covering the author
 import numpy as np
 import pytest
 
-from benchmarks.official.weights import (conv_kernel_to_keras, dense_kernel_to_keras,
-                                         keras_layer_name, torch_to_keras)
+from benchmarks.official.weights import (
+    conv_kernel_to_keras,
+    dense_kernel_to_keras,
+    keras_layer_name,
+    torch_to_keras,
+)
 
 
 def conv_nchw_oihw(x, w):

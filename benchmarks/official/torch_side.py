@@ -35,7 +35,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from benchmarks.official.checkout import load_official  # noqa: E402
 
-
 # (name, TensorFlow-style padding, dtype). tfpad64 is tfpad in float64: how far float32 rounding
 # alone moves the official numbers, the noise floor to read the other columns against.
 VARIANTS = (("asis", False, "float32"), ("tfpad", True, "float32"), ("tfpad64", True, "float64"))

@@ -93,7 +93,7 @@ def _time_steps(model, data, steps, warmup, repeats, batch_size):
     timer = StepTimer(warmup, steps, repeats)
     total = timer.total_steps()
     started = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=total, verbose=0,
+    model.fit(data, epochs=1, steps_per_epoch=total, verbose=0, shuffle=False,
               callbacks=lazy_callbacks(model, [timer], epochs=1, steps=total))
     fit_seconds = time.perf_counter() - started
     if len(timer.window_seconds) != repeats:
