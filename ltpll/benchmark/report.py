@@ -259,6 +259,17 @@ def table1_markdown(rows):
 
 # --- Table 2 -----------------------------------------------------------------------------------
 
+def _layout(summary):
+    """What Tables 2 and 3 lay out: the summary by cell key, the (rho, q) settings as columns
+    and the method+rebalancer pairs as rows, in the paper's order."""
+    by_key = _by_key(summary)
+    pairs = sorted(
+        {(s["method"], s["rebalancer"]) for s in summary},
+        key=lambda pair: (method_key(pair[0]), rebalancer_key(pair[1])),
+    )
+    return by_key, _settings(by_key), pairs
+
+
 def table2_markdown(rows):
     """Many / Medium / Few / Overall accuracy (%) per method+rebalancer and (ρ, q).
 
@@ -268,12 +279,7 @@ def table2_markdown(rows):
     summary = summarise(rows)
     if not summary:
         return "_No finished cells._"
-    by_key = _by_key(summary)
-    settings = _settings(by_key)
-    pairs = sorted(
-        {(s["method"], s["rebalancer"]) for s in summary},
-        key=lambda pair: (method_key(pair[0]), rebalancer_key(pair[1])),
-    )
+    by_key, settings, pairs = _layout(summary)
     header = ["Method"] + [
         f"{name} ({setting_label(rho, q)})" for rho, q in settings for name, _ in GROUP_METRICS
     ]
@@ -320,12 +326,7 @@ def table3_markdown(rows):
     summary = summarise(rows)
     if not summary:
         return "_No finished cells._"
-    by_key = _by_key(summary)
-    settings = _settings(by_key)
-    pairs = sorted(
-        {(s["method"], s["rebalancer"]) for s in summary},
-        key=lambda pair: (method_key(pair[0]), rebalancer_key(pair[1])),
-    )
+    by_key, settings, pairs = _layout(summary)
     header = ["Method", "Selection"] + [
         f"{name} ({setting_label(rho, q)})" for rho, q in settings
         for name in ("Many", "Medium", "Few", "Overall", "Epoch")
