@@ -750,6 +750,32 @@ def _cutout(pixels, u):
 # ---------------------------------------------------------------------------------------------
 
 
+def _xla_compiled(view):
+    """``view`` as the layers should run it on this backend.
+
+    On TensorFlow, the view is wrapped in a ``tf.function(jit_compile=True)`` of its own, so
+    that XLA fuses it even when the training step around it is a plain TensorFlow graph (the CPU
+    default, where XLA's convolutions are slower than the graph's).  As separate graph kernels
+    the two views of a resnet-small batch of 128 took 111 ms on 2 CPU cores, fused 25 ms -- most
+    of the full step's overhead over the bare network.  Inside an XLA-compiled step the inner
+    function is simply inlined; under JAX the whole step is already one ``jax.jit``, so the view
+    is returned as is.  The random draws stay outside, with the layer's seed generator, so the
+    numbers drawn are the same either way.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return view
+    cached = _XLA_VIEWS.get(view)
+    if cached is None:
+        import tensorflow as tf
+
+        cached = tf.function(view, jit_compile=True)
+        _XLA_VIEWS[view] = cached
+    return cached
+
+
+_XLA_VIEWS = {}
+
+
 class _Augment(keras.layers.Layer):
     """Shared plumbing: float32 compute whatever the global policy, a seed generator, config."""
 
@@ -790,7 +816,7 @@ class WeakAugment(_Augment):
     """
 
     def call(self, images):
-        return weak_view(images, self._uniforms(images, _WEAK_UNIFORMS))
+        return _xla_compiled(weak_view)(images, self._uniforms(images, _WEAK_UNIFORMS))
 
 
 @keras.saving.register_keras_serializable(package="ltpll")
@@ -811,7 +837,7 @@ class StrongAugment(_Augment):
 
     def call(self, images):
         uniforms = self._uniforms(images, _strong_uniforms(self.num_ops))
-        return strong_view(images, uniforms, self.num_ops)
+        return _xla_compiled(strong_view)(images, uniforms, self.num_ops)
 
     def get_config(self):
         config = super().get_config()
