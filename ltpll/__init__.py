@@ -19,7 +19,12 @@ The public API, imported lazily so ``import ltpll`` stays cheap and never pulls 
 
 import importlib
 
+from ltpll.environment import prefer_onednn
+
 __version__ = "0.1.0"
+
+# Before anything imports TensorFlow: its fast CPU kernels on every x86 CPU (see prefer_onednn).
+prefer_onednn()
 
 _EXPORTS = {
     "PLLModel": "ltpll.models.pll_model",

@@ -5,6 +5,7 @@ in a fresh Python process.
 """
 
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -60,6 +61,23 @@ def test_jax_backend_does_not_import_tensorflow_for_the_model():
     code = ("import sys, ltpll.models.pll_model, ltpll.rebalancing, ltpll.training; "
             "print(__import__('json').dumps({'tf': 'tensorflow' in sys.modules}))")
     assert run_json(code, "jax") == {"tf": False}
+
+
+ONEDNN_STATE = (
+    "import os, json; {setup}; import ltpll, tensorflow; "
+    "from tensorflow.python.util import _pywrap_util_port as port; "
+    "print(json.dumps({{'onednn': bool(port.IsMklEnabled())}}))"
+)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 only")
+def test_importing_ltpll_first_turns_on_onednn_unless_the_user_said_no():
+    # TensorFlow itself enables oneDNN only on CPUs with AVX512-VNNI/BF16 or AMX; ltpll asks
+    # for it on every x86 CPU, and an explicit TF_ENABLE_ONEDNN_OPTS=0 wins.
+    unset = ONEDNN_STATE.format(setup="os.environ.pop('TF_ENABLE_ONEDNN_OPTS', None)")
+    refused = ONEDNN_STATE.format(setup="os.environ['TF_ENABLE_ONEDNN_OPTS'] = '0'")
+    assert run_json(unset, "tensorflow") == {"onednn": True}
+    assert run_json(refused, "tensorflow") == {"onednn": False}
 
 
 MIRRORED_EQUIVALENCE = r"""
