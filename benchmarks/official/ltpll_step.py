@@ -62,9 +62,9 @@ def train_flags(args, epochs, output):
 
 
 def run(args):
+    import ltpll.training   # first: it sets TensorFlow's CPU options before Keras loads it
     import keras
 
-    import ltpll.training
     from ltpll.cli.main import main as ltpll_main
     from ltpll.data.pipeline import steps_per_epoch
 
