@@ -38,6 +38,7 @@ Where this departs from the authors' PIL pipeline, knowingly:
 * the weak view's colour jitter works on continuous values (no 8-bit rounding between steps).
 """
 
+import functools
 import math
 
 import keras
@@ -764,16 +765,15 @@ def _xla_compiled(view):
     """
     if keras.backend.backend() != "tensorflow":
         return view
-    cached = _XLA_VIEWS.get(view)
-    if cached is None:
-        import tensorflow as tf
-
-        cached = tf.function(view, jit_compile=True)
-        _XLA_VIEWS[view] = cached
-    return cached
+    return _tf_xla_function(view)
 
 
-_XLA_VIEWS = {}
+@functools.cache
+def _tf_xla_function(view):
+    """One ``tf.function`` per view for the process, so its traces and XLA builds are reused."""
+    import tensorflow as tf
+
+    return tf.function(view, jit_compile=True)
 
 
 class _Augment(keras.layers.Layer):
