@@ -6,6 +6,7 @@ import click
 
 from ltpll.cli.app import pass_app, user_errors
 from ltpll.cli.options import ComponentChoice, component_choice
+from ltpll.config import PRECISION_CHOICES
 
 
 @click.command("bench-step")
@@ -17,8 +18,8 @@ from ltpll.cli.options import ComponentChoice, component_choice
               help="Untimed steps first (they compile).")
 @click.option("--repeats", type=int, default=5, show_default=True,
               help="Timed windows of --steps steps, back to back in one fit.")
-@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
-              default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
+              show_default=True, help="Keras dtype policy; auto: as `ltpll train` would here.")
 @click.option("--steps-per-execution", type=int, default=1, show_default=True)
 @component_choice("method")
 @click.option("--rebalance", type=ComponentChoice("rebalancer"),

@@ -11,6 +11,7 @@ import click
 
 from ltpll import components
 from ltpll.cli.app import OneLineUsageError
+from ltpll.config import PRECISION_CHOICES
 from ltpll.data.defaults import (
     CANDIDATE_MODELS,
     DEFAULT_MEMORY_BUDGET_GB,
@@ -161,9 +162,10 @@ def _shared():
                      default="none", show_default=True,
                      help="mirrored: all local GPUs; multi-worker: several machines "
                           "(TF_CONFIG)."),
-        click.option("--precision",
-                     type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
-                     default="float32", show_default=True, help="Keras dtype policy."),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES),
+                     default="auto", show_default=True,
+                     help="Keras dtype policy; auto: mixed_bfloat16 on a CPU with native bf16 "
+                          "(AVX512-BF16, AMX), where it is faster, else float32."),
         click.option("--steps-per-execution", type=int, default=1, show_default=True,
                      help="Training steps per compiled call (fewer host round trips)."),
         click.option("--jit/--no-jit", "jit_compile", default=None,

@@ -11,7 +11,7 @@ import keras
 
 from ltpll import components
 from ltpll.data.pipeline import steps_per_epoch
-from ltpll.environment import xla_is_faster
+from ltpll.environment import fastest_precision, xla_is_faster
 from ltpll.models.pll_model import PLLModel
 from ltpll.optimizers import freeze_backbone, sgd
 from ltpll.representation.ssp import load_pretrained_backbone
@@ -70,8 +70,8 @@ def backbone_reads_files(model_config):
 
 
 def build_model(config, data, mean, std):
-    """The compiled PLLModel of a run, under its dtype policy."""
-    with dtype_policy(config.train.precision):
+    """The compiled PLLModel of a run, under its dtype policy (:func:`use_precision`)."""
+    with dtype_policy(use_precision(config.train)):
         context = build_context(config, data)
         model = PLLModel(
             initial_backbone(config.model, context),
@@ -122,6 +122,22 @@ def use_jit(train):
     if train.distribute != "none":
         return False
     return xla_is_faster() if train.jit_compile is None else bool(train.jit_compile)
+
+
+def use_precision(train):
+    """The run's dtype policy: ``--precision`` if given, else (``auto``) the machine's fastest
+    (:func:`ltpll.environment.fastest_precision`)."""
+    return fastest_precision() if train.precision == "auto" else train.precision
+
+
+def describe_precision(train):
+    """The run's dtype policy, in words, for the first lines of ``ltpll train``."""
+    chosen = use_precision(train)
+    if train.precision != "auto":
+        return f"precision: {chosen}"
+    if chosen == "mixed_bfloat16":
+        return "precision: mixed_bfloat16 (native bf16 on this CPU; --precision float32 for float32)"
+    return f"precision: {chosen}"
 
 
 def describe_step(train):

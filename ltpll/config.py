@@ -24,7 +24,7 @@ from ltpll.models import CONFIDENCE_DTYPES
 
 CONFIG_VERSION = 4
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multi-worker")
-PRECISION_CHOICES = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISION_CHOICES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _v1_to_v2(payload):
@@ -260,7 +260,10 @@ class TrainConfig:
             ``multi-worker`` (tf.distribute.MultiWorkerMirroredStrategy, cluster from TF_CONFIG).
         seed: drives shuffling, augmentation and initialisation, and the data too (subset,
             candidates, dev set) unless the data config has its own ``data_seed``.
-        precision: Keras dtype policy: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
+        precision: Keras dtype policy: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``;
+            ``auto`` (the default) is the fastest of them on the machine the run trains on:
+            ``mixed_bfloat16`` on a CPU with native bf16, else ``float32``
+            (:func:`ltpll.environment.fastest_precision`).
         steps_per_execution: training steps run per compiled call (fewer host round trips).
         confidence_dtype: storage of the N x C confidence table: ``float32`` or the compact
             ``float16`` (half the memory; see the README's Scaling section).
@@ -283,7 +286,7 @@ class TrainConfig:
     eval_every: int = 1
     distribute: str = "none"
     seed: int = 123
-    precision: str = "float32"
+    precision: str = "auto"
     steps_per_execution: int = 1
     confidence_dtype: str = "float32"
     jit_compile: bool | None = None

@@ -35,13 +35,18 @@ def register_layers():
             component.load()
 
 
-def load_model(path, compile=True):
+def load_model(path, compile=True, precision=None):
     """Loads an ltpll model.
 
     Args:
         path: a ``.keras`` file, a run directory (``RUN/model.keras``), an ``ltpll export``
             directory or a checkpoint directory (their ``model.keras``).
         compile: restore the optimizer and compile state as well (as ``keras.saving``).
+        precision: None keeps the dtype policy each layer was trained with; ``"float32"``
+            loads the layers of a mixed-precision model in float32 instead (the variables are
+            float32 either way, so the weights are the same): ``ltpll export`` does, since a
+            bf16 model trained on a CPU with native bf16 would run emulated, several times
+            slower, on a CPU without it.
 
     Returns:
         The :class:`~ltpll.models.pll_model.PLLModel`.
@@ -56,7 +61,7 @@ def load_model(path, compile=True):
     if not os.path.isfile(path):
         raise LTPLLError(f"no saved ltpll model at {path}")
     register_layers()
-    with _version_2_migrated(path) as readable:
+    with _version_2_migrated(path) as migrated, _with_precision(migrated, precision) as readable:
         return keras.saving.load_model(readable, compile=compile)
 
 
@@ -66,14 +71,58 @@ def save_model(model, path):
         model.save(tmp)
 
 
-def load_run(run_dir):
-    """``(config, class_counts, model)`` of a finished run directory.
+def load_run(run_dir, precision=None):
+    """``(config, class_counts, model)`` of a finished run directory; ``precision`` as in
+    :func:`load_model`.
 
     Raises:
         LTPLLError: if the directory is missing, unfinished or from another ltpll version.
     """
     config, counts = read_run(run_dir)
-    return config, counts, load_model(os.path.join(run_dir, RUN_FILES["model"]))
+    return config, counts, load_model(os.path.join(run_dir, RUN_FILES["model"]),
+                                      precision=precision)
+
+
+@contextlib.contextmanager
+def _with_precision(path, precision):
+    """``path`` itself, or a temporary copy whose mixed dtype policies read ``precision``."""
+    if precision is None:
+        yield path
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        config = json.loads(members["config.json"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        yield path  # not ours to judge: Keras says what is wrong with it
+        return
+    if not _set_mixed_policies(config, precision):
+        yield path
+        return
+    members["config.json"] = json.dumps(config).encode()
+    with tempfile.TemporaryDirectory(prefix="ltpll-model-") as scratch:
+        rewritten = os.path.join(scratch, "model.keras")
+        with zipfile.ZipFile(rewritten, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        yield rewritten
+
+
+def _set_mixed_policies(node, precision):
+    """Sets every serialised ``mixed_*`` DTypePolicy under ``node`` to ``precision``, in place;
+    True if there was one."""
+    changed = False
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and \
+                str(node.get("config", {}).get("name", "")).startswith("mixed_"):
+            node["config"]["name"] = precision
+            changed = True
+        for value in node.values():
+            changed |= _set_mixed_policies(value, precision)
+    elif isinstance(node, list):
+        for value in node:
+            changed |= _set_mixed_policies(value, precision)
+    return changed
 
 
 @contextlib.contextmanager

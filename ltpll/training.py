@@ -22,6 +22,7 @@ from ltpll.assembly import (
     backbone_reads_files,
     build_context,
     build_model,
+    describe_precision,
     describe_step,
     initial_backbone,
 )
@@ -103,6 +104,7 @@ def train(config, callbacks=(), log=print):
     if chief:
         start_run_directory(config, data)
     log(describe_step(config.train))
+    log(describe_precision(config.train))
     return _fit(config, data, None, callbacks, strategy)
 
 

@@ -25,6 +25,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def float32_unless_asked():
+    """``--precision auto`` resolves to float32 in every in-process test, so the numbers the
+    tests compare do not depend on whether the CPU running them has native bf16 (where auto
+    means mixed_bfloat16); the tests of that choice patch it back. Returns the real probe."""
+    from ltpll import environment
+
+    probe = environment.cpu_has_native_bf16
+    with pytest.MonkeyPatch.context() as patch:   # session-wide: module fixtures train too
+        patch.setattr(environment, "cpu_has_native_bf16", lambda *args: False)
+        yield probe
+
+
 @pytest.fixture
 def tiny_pll_data():
     """32 random 16x16 images in 4 classes with candidate sets that contain the true label."""

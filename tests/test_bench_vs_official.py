@@ -110,3 +110,9 @@ def test_timed_ltpll_train_run(image_folder, tmp_path):
     assert result["images"] == 60
     assert "--method corr --records --backbone tiny --batch-size 8 --epochs 2 " \
            "--update-start 0" in result["command"]
+    # The table says what the default flags chose here, as `ltpll train` decides it.
+    from ltpll.assembly import use_jit, use_precision
+    from ltpll.config import TrainConfig
+
+    assert result["precision"] == use_precision(TrainConfig()) != "auto"
+    assert result["jit_compile"] is use_jit(TrainConfig())

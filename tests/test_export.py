@@ -295,3 +295,31 @@ def test_predict_errors(exported, reference, run_dir, tmp_path):
     assert_user_error(invoke("predict", run_dir, good), "is not an ltpll export")
     assert_user_error(invoke("predict", str(tmp_path / "nowhere"), good), "does not exist")
     assert_user_error(invoke("predict", exported, good, "--top-k", "0"), "--top-k must be >= 1")
+
+
+def test_a_mixed_bfloat16_run_is_served_in_float32(image_folder, tmp_path, reference):
+    """A run trained in bf16 (the default on a CPU with native bf16) exports a float32 graph,
+    which runs at full speed on any CPU; the weights are the same."""
+    import tensorflow as tf
+
+    from ltpll.metrics import predict_logits
+    from ltpll.saving import load_run
+
+    run, out = str(tmp_path / "run"), str(tmp_path / "export")
+    result = invoke("train", "--dataset", image_folder, "--backbone", "tiny", "--epochs", "1",
+                    "--batch-size", "8", "--seed", "5", "--precision", "mixed_bfloat16",
+                    "--output", run)
+    assert result.exit_code == 0, result.output
+    assert invoke("export", run, out).exit_code == 0
+    _, _, trained = load_run(run)
+    _, _, full = load_run(run, precision="float32")
+    for model, dtype in ((trained, "bfloat16"), (full, "float32")):
+        conv = next(layer for layer in model.backbone.layers if "conv" in layer.name)
+        assert conv.compute_dtype == dtype
+    for a, b in zip(trained.get_weights(), full.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    images = reference["images"]
+    served = tf.saved_model.load(out).signatures["serve_uint8"](images=tf.constant(images))
+    served = served["probabilities"].numpy()
+    np.testing.assert_allclose(served, softmax(predict_logits(full, images)), atol=1e-5)
+    assert not np.allclose(served, softmax(predict_logits(trained, images)), atol=1e-5)

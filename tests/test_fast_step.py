@@ -33,9 +33,14 @@ def test_steps_per_execution_does_not_change_the_result(image_folder, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_mixed_bfloat16_keeps_state_and_logits_in_float32(image_folder, tmp_path):
-    model, final = train(_config(image_folder, tmp_path / "bf16", precision="mixed_bfloat16"),
-                         log=lambda *_: None)
+def test_mixed_bfloat16_keeps_state_and_logits_in_float32(image_folder, tmp_path, monkeypatch):
+    # Reached through --precision auto, as on a CPU with native bf16.
+    from ltpll import assembly
+
+    monkeypatch.setattr(assembly, "fastest_precision", lambda: "mixed_bfloat16")
+    lines = []
+    model, final = train(_config(image_folder, tmp_path / "bf16"), log=lines.append)
+    assert "precision: mixed_bfloat16 (native bf16 on this CPU" in "\n".join(lines)
     conv = next(layer for layer in model.backbone.layers if "conv" in layer.name)
     assert conv.dtype_policy.name == "mixed_bfloat16" and conv.compute_dtype == "bfloat16"
     assert model.confidence.dtype == "float32"
@@ -101,3 +106,37 @@ def test_the_default_compilation_is_the_fast_path_of_the_machine(monkeypatch):
     assert use_jit(TrainConfig())  # a GPU: XLA
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     assert environment.xla_is_faster()  # JAX always jits
+
+
+def test_auto_precision_is_bfloat16_only_for_tensorflow_on_a_cpu_with_native_bf16(
+        monkeypatch, tmp_path, float32_unless_asked):
+    import tensorflow as tf
+
+    from ltpll import environment
+    from ltpll.assembly import describe_precision, use_precision
+    from ltpll.config import TrainConfig
+
+    with_bf16, without = tmp_path / "zen4", tmp_path / "zen2"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    native_bf16 = float32_unless_asked   # the real probe (conftest pins it to False)
+    assert native_bf16(str(with_bf16))
+    assert not native_bf16(str(without))
+    assert not native_bf16(str(tmp_path / "no-such-file"))
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(environment, "cpu_has_native_bf16", lambda: True)
+    assert environment.fastest_precision() == "mixed_bfloat16"
+    assert use_precision(TrainConfig()) == "mixed_bfloat16"
+    assert use_precision(TrainConfig(precision="float32")) == "float32"
+    assert describe_precision(TrainConfig(precision="float32")) == "precision: float32"
+    monkeypatch.setattr(environment, "cpu_has_native_bf16", lambda: False)
+    assert use_precision(TrainConfig()) == "float32"
+    assert describe_precision(TrainConfig()) == "precision: float32"
+    monkeypatch.setattr(environment, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert environment.fastest_precision() == "float32"  # a GPU: not measured, float32
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert environment.fastest_precision() == "float32"  # JAX on a CPU: float32

@@ -178,7 +178,9 @@ def main(argv=None):
           f"images, {args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up; "
           f"one image = two augmented views")
     print(table(rounds, args.batch_size))
-    print(f"ltpll: {rounds[0]['ltpll']['command']} (backend {rounds[0]['ltpll']['backend']})")
+    ours = rounds[0]["ltpll"]
+    print(f"ltpll: {ours['command']} (backend {ours['backend']}, default precision "
+          f"{ours['precision']}, {'XLA' if ours['jit_compile'] else 'no XLA'})")
     official = rounds[0]["official"]
     waits = [statistics.median(r["official"]["wait_ms"]) for r in rounds]
     print(f"official: torch {official['torch']}, {official['threads']} threads, "

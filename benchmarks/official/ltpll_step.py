@@ -61,6 +61,14 @@ def train_flags(args, epochs, output):
             "--output", output]
 
 
+def default_step():
+    """What the default flags chose on this machine: the dtype policy and XLA or not."""
+    from ltpll.assembly import use_jit, use_precision
+    from ltpll.config import TrainConfig
+
+    return {"precision": use_precision(TrainConfig()), "jit_compile": use_jit(TrainConfig())}
+
+
 def run(args):
     import ltpll.training   # first: it sets TensorFlow's CPU options before Keras loads it
     import keras
@@ -89,7 +97,8 @@ def run(args):
     return {
         "implementation": "ltpll", "backbone": args.backbone, "batch_size": args.batch_size,
         "images": images, "warmup": args.warmup, "steps": args.steps, "ms_per_step": ms,
-        "run_s": run_s, "backend": keras.backend.backend(), "command": "ltpll " + " ".join(
+        "run_s": run_s, "backend": keras.backend.backend(), **default_step(),
+        "command": "ltpll " + " ".join(
             train_flags(args, -(-total // per_epoch), "RUN_DIR")),
     }
 

@@ -25,11 +25,11 @@ from ltpll.assembly import dtype_policy
 from ltpll.batch_logs import lazy_callbacks
 from ltpll.benchmark.timing import StepTimer
 from ltpll.data.pipeline import train_batches
-from ltpll.environment import tensorflow_available, xla_is_faster
+from ltpll.environment import fastest_precision, tensorflow_available, xla_is_faster
 from ltpll.models.pll_model import PLLModel
 
 
-def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32",
+def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="auto",
                method="corr", rebalance="records", image_size=32, num_classes=10,
                steps_per_execution=1, warmup=3, seed=0, jit_compile=None, loss_weighting="none",
                repeats=5):
@@ -44,6 +44,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="float32
     """
     if jit_compile is None:  # what `ltpll train` would choose on this machine
         jit_compile = xla_is_faster()
+    if precision == "auto":
+        precision = fastest_precision()
     rng = np.random.default_rng(seed)
     samples = batch_size * max(steps, warmup)   # distinct samples for one epoch of the pipeline
     total = warmup + steps * repeats
