@@ -50,24 +50,30 @@ def cpu_has_native_bf16(cpuinfo_path="/proc/cpuinfo"):
 def fastest_precision():
     """The dtype policy ``--precision auto`` stands for on this machine.
 
-    ``mixed_bfloat16`` for the TensorFlow step on a CPU with native bf16 (AVX512-BF16, AMX):
-    oneDNN's bf16 convolutions there ran the full ResNet-18 step at batch 64 in 0.89 s against
-    1.09 s in float32 (2-core AMD EPYC, ``ltpll bench-step``), resnet-small at batch 128 in 110
-    against 137 ms, and a short CIFAR-10-LT run reached the same accuracy (README, Speed).
-    Variables, the confidence table, the RECORDS state and the logits stay float32. Everywhere
-    else float32: on a CPU without native bf16 it is emulated and several times slower; on a
-    GPU and under JAX it has not been measured here yet, so ``--precision mixed_bfloat16`` is
-    the user's explicit choice there. Imports the backend; call it when a model is built.
+    ``mixed_bfloat16`` when the step runs on a CPU with native bf16 (AVX512-BF16, AMX), under
+    TensorFlow or JAX. On a 2-core AMD EPYC with AVX512-BF16 (``ltpll bench-step``, medians):
+    TensorFlow's ResNet-18 step at batch 64 took 0.90 s against 1.08 s in float32, resnet-small
+    at batch 128 110 against 137 ms; JAX's resnet-small step 225 against 265 ms. Short
+    CIFAR-10-LT runs reached the same accuracy (README, Speed). Variables, the confidence table,
+    the RECORDS state and the logits stay float32. Everywhere else float32: on a CPU without
+    native bf16 it is emulated and several times slower; on a GPU it has not been measured
+    here, so ``--precision mixed_bfloat16`` is the user's explicit choice there. Imports the
+    backend; call it when a model is built.
     """
     import keras
 
-    if keras.backend.backend() != "tensorflow":
-        return "float32"
-    import tensorflow as tf
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU") or not cpu_has_native_bf16():
+        on_cpu = not tf.config.list_physical_devices("GPU")
+    elif backend == "jax":
+        import jax
+
+        on_cpu = jax.default_backend() == "cpu"
+    else:
         return "float32"
-    return "mixed_bfloat16"
+    return "mixed_bfloat16" if on_cpu and cpu_has_native_bf16() else "float32"
 
 
 def prefer_onednn():

@@ -108,7 +108,7 @@ def test_the_default_compilation_is_the_fast_path_of_the_machine(monkeypatch):
     assert environment.xla_is_faster()  # JAX always jits
 
 
-def test_auto_precision_is_bfloat16_only_for_tensorflow_on_a_cpu_with_native_bf16(
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bf16(
         monkeypatch, tmp_path, float32_unless_asked):
     import tensorflow as tf
 
@@ -137,6 +137,10 @@ def test_auto_precision_is_bfloat16_only_for_tensorflow_on_a_cpu_with_native_bf1
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
     assert environment.fastest_precision() == "float32"  # a GPU: not measured, float32
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    import jax
+
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    assert environment.fastest_precision() == "float32"  # JAX on a CPU: float32
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert environment.fastest_precision() == "mixed_bfloat16"  # JAX on that CPU too
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert environment.fastest_precision() == "float32"
