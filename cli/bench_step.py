@@ -20,7 +20,9 @@ from ltpll.config import PRECISION_CHOICES
               help="Timed windows of --steps steps, back to back in one fit.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
               show_default=True, help="Keras dtype policy; auto: as `ltpll train` would here.")
-@click.option("--steps-per-execution", type=int, default=1, show_default=True)
+@click.option("--steps-per-execution", type=int, default=1, show_default=True,
+              help="Steps per compiled call; --steps and --warmup are rounded up to a multiple "
+                   "of it.")
 @component_choice("method")
 @click.option("--rebalance", type=ComponentChoice("rebalancer"),
               default="records", show_default=True)

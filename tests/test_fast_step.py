@@ -71,6 +71,19 @@ def test_bench_step_reports_both_steps_and_their_ratio():
                       measured["full"]["median"] / measured["bare"]["median"])
 
 
+def test_bench_step_times_whole_executions_of_several_steps():
+    # Keras runs the callbacks once per execution: 3 steps and 1 warm-up become 4 and 2.
+    result = CliRunner().invoke(main, ["bench-step", "--backbone", "tiny", "--batch-size", "8",
+                                       "--steps", "3", "--warmup", "1", "--repeats", "2",
+                                       "--steps-per-execution", "2", "--image-size", "16",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.output[result.output.index("{"):])
+    assert (measured["steps"], measured["warmup"], measured["steps_per_execution"]) == (4, 2, 2)
+    for step in ("full", "bare"):
+        assert len(measured[step]["ms_per_step"]) == 2 and measured[step]["min"] > 0
+
+
 def test_bench_step_rejects_bad_numbers():
     result = CliRunner().invoke(main, ["bench-step", "--steps", "0"])
     assert result.exit_code == 2 and "--steps must be >= 1" in result.output

@@ -42,6 +42,9 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="auto",
         leave out); ``overhead_ratio`` (median full / median bare ms per step); the settings and
         the Keras backend and devices.
     """
+    # Keras calls the batch callbacks once per execution of steps_per_execution steps, so the
+    # windows can only start and end there: warm-up and window lengths are rounded up to it.
+    warmup, steps = (-(-n // steps_per_execution) * steps_per_execution for n in (warmup, steps))
     if jit_compile is None:  # what `ltpll train` would choose on this machine
         jit_compile = xla_is_faster()
     if precision == "auto":
