@@ -136,7 +136,7 @@ def describe_precision(train):
     if train.precision != "auto":
         return f"precision: {chosen}"
     if chosen == "mixed_bfloat16":
-        return "precision: mixed_bfloat16 (native bf16 on this CPU; --precision float32 for float32)"
+        return "precision: mixed_bfloat16 (native bf16 here; --precision float32 for float32)"
     return f"precision: {chosen}"
 
 

@@ -84,8 +84,8 @@ def prefer_onednn():
     2-core AVX2 EPYC the full ResNet-18 step at batch 64 took 3.63 s with oneDNN and 5.92 s
     without (``ltpll bench-step``), the difference between being slower and faster than the
     authors' PyTorch code, which uses oneDNN everywhere. Only an environment variable read when
-    TensorFlow is imported, so it must run first; ``import ltpll`` calls it. ``TF_ENABLE_ONEDNN_OPTS=0``
-    keeps TensorFlow's own choice.
+    TensorFlow is imported, so it must run first; ``import ltpll`` calls it.
+    ``TF_ENABLE_ONEDNN_OPTS=0`` keeps TensorFlow's own choice.
     """
     if platform.machine().lower() in ("x86_64", "amd64", "x86", "i686"):
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -40,7 +40,7 @@ def test_mixed_bfloat16_keeps_state_and_logits_in_float32(image_folder, tmp_path
     monkeypatch.setattr(assembly, "fastest_precision", lambda: "mixed_bfloat16")
     lines = []
     model, final = train(_config(image_folder, tmp_path / "bf16"), log=lines.append)
-    assert "precision: mixed_bfloat16 (native bf16 on this CPU" in "\n".join(lines)
+    assert "precision: mixed_bfloat16 (native bf16 here;" in "\n".join(lines)
     conv = next(layer for layer in model.backbone.layers if "conv" in layer.name)
     assert conv.dtype_policy.name == "mixed_bfloat16" and conv.compute_dtype == "bfloat16"
     assert model.confidence.dtype == "float32"
