@@ -133,9 +133,7 @@ def use_precision(train):
 def describe_precision(train):
     """The run's dtype policy, in words, for the first lines of ``ltpll train``."""
     chosen = use_precision(train)
-    if train.precision != "auto":
-        return f"precision: {chosen}"
-    if chosen == "mixed_bfloat16":
+    if train.precision == "auto" and chosen == "mixed_bfloat16":
         return "precision: mixed_bfloat16 (native bf16 here; --precision float32 for float32)"
     return f"precision: {chosen}"
 
