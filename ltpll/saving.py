@@ -86,25 +86,16 @@ def load_run(run_dir, precision=None):
 @contextlib.contextmanager
 def _with_precision(path, precision):
     """``path`` itself, or a temporary copy whose mixed dtype policies read ``precision``."""
-    if precision is None:
+    config = None if precision is None else _saved_config(path)
+    if config is None or not _set_mixed_policies(config, precision):
         yield path
         return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {name: archive.read(name) for name in archive.namelist()}
-        config = json.loads(members["config.json"])
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        yield path  # not ours to judge: Keras says what is wrong with it
-        return
-    if not _set_mixed_policies(config, precision):
-        yield path
-        return
-    members["config.json"] = json.dumps(config).encode()
     with tempfile.TemporaryDirectory(prefix="ltpll-model-") as scratch:
         rewritten = os.path.join(scratch, "model.keras")
-        with zipfile.ZipFile(rewritten, "w") as archive:
-            for name, data in members.items():
-                archive.writestr(name, data)
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as archive:
+            for name in source.namelist():
+                archive.writestr(name, json.dumps(config) if name == "config.json"
+                                 else source.read(name))
         yield rewritten
 
 
@@ -157,9 +148,14 @@ def _version_2_migrated(path):
 
 def _saved_weighting(path):
     """The serialised weighting layer in a ``.keras`` file's config, or None."""
+    config = _saved_config(path)
+    return None if config is None else config.get("config", {}).get("weighting")
+
+
+def _saved_config(path):
+    """A ``.keras`` file's ``config.json``, or None where it cannot be read."""
     try:
         with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
+            return json.loads(archive.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return None  # not ours to judge: Keras says what is wrong with it
-    return config.get("config", {}).get("weighting")
