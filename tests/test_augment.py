@@ -231,6 +231,27 @@ def _pil_randaugment_op(name, value):
     }[name]
 
 
+def test_each_image_of_a_batch_gets_its_own_colour_op_as_pil_does():
+    """One round over a batch whose images differ and draw different ops: every image must
+    match PIL's op on that image alone (no table, histogram or pick mixed up between images)."""
+    names = ["AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity",
+             "Posterize", "Sharpness", "Solarize"]
+    u_values = np.linspace(0.15, 0.85, len(names))
+    images = np.concatenate([_images(batch=len(names) - 1, seed=3), _smooth_image()[None]])
+    images[::2, 8:20] = 255  # a frequent top value in some of them (equalize, autocontrast)
+    uniforms = np.concatenate(
+        [_colour_only_uniforms(name, u) for name, u in zip(names, u_values)]
+    )
+    got = _numpy(augment.strong_view(images, uniforms, 1)) * 255
+    for i, (name, u_value) in enumerate(zip(names, u_values)):
+        lo, hi = augment.RANDAUGMENT_RANGES[name]
+        pil_op = (lambda im: im) if name == "Identity" else _pil_randaugment_op(
+            name, lo + (hi - lo) * u_value)
+        expected = np.asarray(pil_op(_pil().Image.fromarray(images[i])), dtype="float32")
+        tolerance = 1.01 if name in ("AutoContrast", "Color", "Contrast", "Sharpness") else 1e-3
+        assert np.abs(got[i] - expected).max() <= tolerance, name
+
+
 @pytest.mark.parametrize(
     "chain",
     [
