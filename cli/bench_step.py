@@ -17,7 +17,8 @@ from ltpll.config import PRECISION_CHOICES
 @click.option("--warmup", type=int, default=3, show_default=True,
               help="Untimed steps first (they compile).")
 @click.option("--repeats", type=int, default=5, show_default=True,
-              help="Timed windows of --steps steps, back to back in one fit.")
+              help="Rounds; each times one window of --steps steps of the full step, then one of "
+                   "the bare step, so that a drift in the machine's speed reaches both alike.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
               show_default=True, help="Keras dtype policy; auto: as `ltpll train` would here.")
 @click.option("--steps-per-execution", type=int, default=1, show_default=True,
@@ -40,7 +41,8 @@ from ltpll.config import PRECISION_CHOICES
 def bench_step(app, as_json, **options):
     """Time the full PLL training step (two views, augmentation, table, prior) against the bare
     forward+backward of the same views; prints ms/step (min/median/max over --repeats windows
-    timed inside one fit, warm-up excluded), images/s, views/s and the step-time ratio."""
+    timed inside fit, warm-up excluded, the two steps alternating), images/s, views/s and the
+    step-time ratio (the median of the rounds' paired ratios)."""
     from ltpll.errors import LTPLLError
 
     for name in ("batch_size", "steps", "warmup", "repeats", "steps_per_execution",
@@ -49,7 +51,7 @@ def bench_step(app, as_json, **options):
             raise LTPLLError(f"--{name.replace('_', '-')} must be >= 1; received {options[name]}")
     from ltpll.benchmark.step import bench_step as measure
 
-    with app.console.status("compiling and timing (full step, then bare backbone)..."):
+    with app.console.status("compiling and timing (full step and bare backbone, alternating)..."):
         result = measure(**options)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -70,9 +72,11 @@ def bench_step(app, as_json, **options):
         timing = result[key]
         table.add_row(name, *(f"{timing[column]:.1f}" for column in ("min", "median", "max")),
                       f"{timing['images_per_s']:,.1f}", f"{timing['views_per_s']:,.1f}")
-    table.caption = (f"{result['repeats']} windows of {result['steps']} steps after "
-                     f"{result['warmup']} warm-up steps; images/s and views/s at the median; "
-                     "2 views per training image in both steps")
+    table.caption = (f"{result['repeats']} rounds of one {result['steps']}-step window each, "
+                     f"after {result['warmup']} warm-up steps (then one per fit); images/s and views/s at the "
+                     "median; 2 views per training image in both steps")
     app.console.print(table)
-    app.console.print("step-time ratio (full / bare, medians): "
-                      f"[bold]{result['overhead_ratio']:.3f}[/]")
+    paired = result["paired_ratios"]
+    app.console.print(f"step-time ratio (full / bare, median of {len(paired)} rounds): "
+                      f"[bold]{result['overhead_ratio']:.3f}[/] "
+                      f"(rounds {min(paired):.3f}-{max(paired):.3f})")

@@ -67,8 +67,29 @@ def test_bench_step_reports_both_steps_and_their_ratio():
         assert np.isclose(timing["views_per_s"], 2 * timing["images_per_s"])
         # The windows leave out the warm-up (and compilation) that the whole fit includes.
         assert timing["fit_s"] > sum(timing["ms_per_step"]) * 2 / 1000.0
-    assert np.isclose(measured["overhead_ratio"],
-                      measured["full"]["median"] / measured["bare"]["median"])
+    # The overhead pairs the full and the bare window of each round.
+    paired = np.array(measured["full"]["ms_per_step"]) / np.array(measured["bare"]["ms_per_step"])
+    np.testing.assert_allclose(measured["paired_ratios"], paired)
+    assert np.isclose(measured["overhead_ratio"], np.median(paired))
+
+
+def test_bench_step_alternates_the_full_and_the_bare_window(monkeypatch):
+    """Round by round, full then bare, each in its own fit; only the first round compiles."""
+    from ltpll.benchmark import step
+
+    calls = []
+
+    def fake_fit_windows(model, data, steps, warmup, repeats):
+        calls.append((model, warmup, repeats))
+        return [len(calls) * 0.1], 1.0
+
+    monkeypatch.setattr(step, "_fit_windows", fake_fit_windows)
+    runs = {"full": ("F", None), "bare": ("B", None)}
+    windows, fit_seconds = step._time_alternating(runs, steps=4, warmup=3, rewarm=1, repeats=3)
+    assert calls == [("F", 3, 1), ("B", 3, 1), ("F", 1, 1), ("B", 1, 1), ("F", 1, 1), ("B", 1, 1)]
+    np.testing.assert_allclose(windows["full"], [0.1, 0.3, 0.5])
+    np.testing.assert_allclose(windows["bare"], [0.2, 0.4, 0.6])
+    assert fit_seconds == {"full": 3.0, "bare": 3.0}
 
 
 def test_bench_step_times_whole_executions_of_several_steps():

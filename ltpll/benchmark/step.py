@@ -7,11 +7,16 @@ same count (2 x batch, as the two views), no augmentation, no table, no prior. T
 the overhead of our step: 1.0 would mean PLL disambiguation, RECORDS and on-device augmentation
 cost nothing beyond the network itself.
 
-Each is timed inside one ``fit`` by :class:`~ltpll.benchmark.timing.StepTimer`: ``warmup``
-untimed batches (they compile), then ``repeats`` windows of ``steps`` batches, each from the start
-of its first batch to the end of its last with the device work finished. Nothing around ``fit``
-(iterator set-up and teardown) is counted. Images are training images (B a step); views are what
-the network sees (2B a step, in both steps).
+Both are timed in ``repeats`` rounds; each round times one window of ``steps`` batches of the
+full step, then one of the bare step, each inside its own ``fit`` by
+:class:`~ltpll.benchmark.timing.StepTimer`, from the start of the window's first batch to the end
+of its last with the device work finished, after untimed warm-up batches (``warmup`` in the
+first round, where they compile; one execution later, to restart the input). Nothing around
+``fit`` (iterator set-up and teardown) is counted. Alternating the two steps puts each pair of
+windows seconds apart, so a machine whose speed drifts (shared cloud CPUs were seen to switch
+between states ~15% apart) slows both windows of a pair alike: the overhead is the median of the
+per-round ratios. Images are training images (B a step); views are what the network sees (2B a
+step, in both steps).
 """
 
 import statistics
@@ -38,9 +43,9 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="auto",
     Returns:
         A dict: for ``full`` and ``bare``, the per-window ``ms_per_step`` list and its ``min``,
         ``median`` and ``max``, ``images_per_s`` and ``views_per_s`` at the median, and
-        ``fit_s`` (the whole ``fit``, warm-up and teardown included, to show what the windows
-        leave out); ``overhead_ratio`` (median full / median bare ms per step); the settings and
-        the Keras backend and devices.
+        ``fit_s`` (its ``fit`` calls, warm-up and teardown included, to show what the windows
+        leave out); ``paired_ratios`` (full / bare step time, round by round) and
+        ``overhead_ratio`` (their median); the settings and the Keras backend and devices.
     """
     # Keras calls the batch callbacks once per execution of steps_per_execution steps, so the
     # windows can only start and end there: warm-up and window lengths are rounded up to it.
@@ -51,8 +56,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="auto",
         precision = fastest_precision()
     rng = np.random.default_rng(seed)
     samples = batch_size * max(steps, warmup)   # distinct samples for one epoch of the pipeline
-    total = warmup + steps * repeats
-    epochs = -(-total // max(steps, warmup))    # enough pipeline epochs for every timed batch
+    total = warmup + steps                      # the most batches one fit reads
+    epochs = -(-total // max(steps, warmup))    # enough pipeline epochs for them
     images = rng.integers(0, 256, (samples, image_size, image_size, 3), dtype=np.uint8)
     labels = rng.integers(0, num_classes, samples)
     candidates = (rng.random((samples, num_classes)) < 0.3).astype("float32")
@@ -65,11 +70,12 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="auto",
     full.set_candidates(candidates)
     batches, _ = train_batches(images, candidates, labels, batch_size, seed, epochs=epochs)
     pool = 4 * batch_size   # bare views: a pool of prepared float images, cycled
-    timings = {
-        "full": _time_steps(full, batches, steps, warmup, repeats, batch_size),
-        "bare": _time_steps(bare, _bare_batches(images[:pool], labels[:pool], 2 * batch_size),
-                            steps, warmup, repeats, batch_size),
-    }
+    runs = {"full": (full, batches),
+            "bare": (bare, _bare_batches(images[:pool], labels[:pool], 2 * batch_size))}
+    windows, fit_seconds = _time_alternating(runs, steps, warmup, steps_per_execution, repeats)
+    timings = {name: {**step_summary(windows[name], steps, batch_size),
+                      "fit_s": fit_seconds[name]} for name in runs}
+    paired = [f / b for f, b in zip(windows["full"], windows["bare"])]
     return {
         "backbone": backbone, "batch_size": batch_size, "steps": steps, "warmup": warmup,
         "repeats": repeats, "precision": precision,
@@ -79,7 +85,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="auto",
         "backend": keras.backend.backend(),
         "devices": _devices(),
         **timings,
-        "overhead_ratio": timings["full"]["median"] / timings["bare"]["median"],
+        "paired_ratios": paired,
+        "overhead_ratio": statistics.median(paired),
     }
 
 
@@ -93,8 +100,32 @@ def step_summary(window_seconds, steps, batch_size):
             "views_per_s": 2000.0 * batch_size / median}
 
 
+def _time_alternating(runs, steps, warmup, rewarm, repeats):
+    """``repeats`` rounds, each one window of every ``(model, data)`` of ``runs`` in turn.
+
+    Returns ``({name: window seconds per round}, {name: seconds in its fit calls})``. The
+    first round's fits start with ``warmup`` untimed batches, the later ones with ``rewarm``.
+    """
+    windows = {name: [] for name in runs}
+    fit_seconds = dict.fromkeys(runs, 0.0)
+    for round_index in range(repeats):
+        for name, (model, data) in runs.items():
+            seconds, fit_s = _fit_windows(model, data, steps,
+                                          warmup if round_index == 0 else rewarm, 1)
+            windows[name] += seconds
+            fit_seconds[name] += fit_s
+    return windows, fit_seconds
+
+
 def _time_steps(model, data, steps, warmup, repeats, batch_size):
-    """One ``fit`` of warm-up plus ``repeats`` timed windows (:class:`StepTimer`)."""
+    """One ``fit`` of warm-up plus ``repeats`` timed windows, summarised (:func:`step_summary`)."""
+    window_seconds, fit_seconds = _fit_windows(model, data, steps, warmup, repeats)
+    return {**step_summary(window_seconds, steps, batch_size), "fit_s": fit_seconds}
+
+
+def _fit_windows(model, data, steps, warmup, repeats):
+    """One ``fit`` of warm-up plus ``repeats`` timed windows (:class:`StepTimer`): the windows'
+    seconds and the whole ``fit``'s."""
     timer = StepTimer(warmup, steps, repeats)
     total = timer.total_steps()
     started = time.perf_counter()
@@ -104,7 +135,7 @@ def _time_steps(model, data, steps, warmup, repeats, batch_size):
     if len(timer.window_seconds) != repeats:
         raise RuntimeError(f"the input ran out after {len(timer.window_seconds)} of "
                            f"{repeats} timed windows")
-    return {**step_summary(timer.window_seconds, steps, batch_size), "fit_s": fit_seconds}
+    return timer.window_seconds, fit_seconds
 
 
 def _full_model(backbone, image_size, num_classes, samples, method, rebalance, seed,
