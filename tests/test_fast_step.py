@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from ltpll.cli.main import main
 from ltpll.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ltpll.training import train
+from tests.helpers import run_python
 
 
 def _config(folder, output, **train_options):
@@ -103,6 +104,18 @@ def test_bench_step_times_whole_executions_of_several_steps():
     assert (measured["steps"], measured["warmup"], measured["steps_per_execution"]) == (4, 2, 2)
     for step in ("full", "bare"):
         assert len(measured[step]["ms_per_step"]) == 2 and measured[step]["min"] > 0
+
+
+def test_bench_step_runs_under_jax_without_tensorflow():
+    """The GPU machine has JAX and no TensorFlow: the numpy batches must last every fit."""
+    script = (
+        "import json, sys; sys.modules['tensorflow'] = None\n"
+        "from ltpll.benchmark.step import bench_step\n"
+        "r = bench_step(backbone='tiny', batch_size=4, steps=3, warmup=2, repeats=2,\n"
+        "               image_size=8, precision='float32')\n"
+        "print(json.dumps([len(r['full']['ms_per_step']), len(r['paired_ratios'])]))\n"
+    )
+    assert json.loads(run_python(script, "jax").strip().splitlines()[-1]) == [2, 2]
 
 
 def test_bench_step_rejects_bad_numbers():

@@ -69,6 +69,8 @@ def bench_step(backbone="resnet18", batch_size=256, steps=50, precision="auto",
         bare = _bare_model(backbone, image_size, num_classes, steps_per_execution, jit_compile)
     full.set_candidates(candidates)
     batches, _ = train_batches(images, candidates, labels, batch_size, seed, epochs=epochs)
+    if not tensorflow_available():  # numpy batches are one epoch long: repeat them
+        batches = _Repeated(batches, epochs)
     pool = 4 * batch_size   # bare views: a pool of prepared float images, cycled
     runs = {"full": (full, batches),
             "bare": (bare, _bare_batches(images[:pool], labels[:pool], 2 * batch_size))}
@@ -191,6 +193,21 @@ def _bare_batches(images, labels, batch_size):
         return (tf.data.Dataset.from_tensor_slices((views, view_labels)).batch(batch_size)
                 .repeat().prefetch(tf.data.AUTOTUNE))
     return _Cycle(views, view_labels, batch_size)
+
+
+class _Repeated(keras.utils.PyDataset):
+    """A ``PyDataset`` served ``times`` over in one epoch (batch ``i`` is ``i % len``), for a fit
+    longer than one epoch of it; timing needs no new order per pass."""
+
+    def __init__(self, batches, times):
+        super().__init__()
+        self.batches, self.times = batches, times
+
+    def __len__(self):
+        return len(self.batches) * self.times
+
+    def __getitem__(self, index):
+        return self.batches[index % len(self.batches)]
 
 
 class _Cycle(keras.utils.PyDataset):
