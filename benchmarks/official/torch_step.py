@@ -15,10 +15,13 @@ What runs is the authors' code from the user's checkout, put together the way th
   ``loss.item()`` for the progress meters, ``zero_grad`` / ``backward`` / SGD (lr 0.01, momentum
   0.9, weight decay 1e-3).
 
-Two things differ from their script, both for running on one CPU process: the model sits in a
-thin wrapper that has the ``.module`` attribute their loss reads (``model.module.fc``) instead
-of ``DistributedDataParallel``, which needs a process group (with one process it only adds
-gradient all-reduce hooks); and nothing is moved with ``.cuda()``.
+One thing differs from their script, for running as one process: the model sits in a thin
+wrapper that has the ``.module`` attribute their loss reads (``model.module.fc``) instead of
+``DistributedDataParallel``, which needs a process group (with one process it only adds gradient
+all-reduce hooks). ``--device cuda`` moves what their ``train()`` moves with ``.cuda()`` (the
+model, the confidence table, both views, the indices and the true labels);
+the default, ``cpu``, moves nothing. Their loop calls ``loss.item()`` every step, which waits
+for the GPU, so the step times need no extra synchronisation.
 
 ``--backbone resnet-small`` builds ltpll's small CIFAR ResNet (16/32/64 channels, one block per
 stage, 64-d features) from the authors' own ``BasicBlock`` and puts it under their ``ResNet_s``
@@ -125,11 +128,12 @@ def run(args):
     steps_per_epoch = len(loader)
     total = batches_needed(args.warmup, args.steps, steps_per_epoch)
 
+    device = torch.device(args.device)
     model = _Replica(resnet.ResNet_s(name=args.backbone, num_class=num_classes,
-                                     pretrained=False))
+                                     pretrained=False)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=0.9,
                                 weight_decay=args.weight_decay)
-    confidence = given.float() / given.sum(dim=1, keepdim=True)
+    confidence = (given.float() / given.sum(dim=1, keepdim=True)).to(device)
     loss_fn = losses.CORR_loss_RECORDS(confidence, m=0.9)
 
     model.train()
@@ -138,6 +142,8 @@ def run(args):
     while batch < total:
         for images_w, images_s, _, true_labels, index in loader:
             arrivals.append(time.perf_counter())
+            images_w, images_s, index, true_labels = (
+                t.to(device) for t in (images_w, images_s, index, true_labels))
             cls_out, feat = model(torch.cat((images_w, images_s), 0))
             size = images_w.shape[0]
             out_w, out_s = torch.split(cls_out, size, dim=0)
@@ -163,6 +169,7 @@ def run(args):
         "workers": args.workers, "ms_per_step": ms, "wait_ms": wait,
         "run_s": time.perf_counter() - started,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
     }
 
 
@@ -179,6 +186,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--weight-decay", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     parser.add_argument("--json-out", required=True)
     args = parser.parse_args(argv)
     result = run(args)
