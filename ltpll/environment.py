@@ -68,12 +68,17 @@ def fastest_precision():
 
         on_cpu = not tf.config.list_physical_devices("GPU")
     elif backend == "jax":
-        import jax
-
-        on_cpu = jax.default_backend() == "cpu"
+        on_cpu = jax_runs_on_cpu()
     else:
         return "float32"
     return "mixed_bfloat16" if on_cpu and cpu_has_native_bf16() else "float32"
+
+
+def jax_runs_on_cpu():
+    """Whether JAX's default device is the CPU (no GPU or TPU plugin found). Imports JAX."""
+    import jax
+
+    return jax.default_backend() == "cpu"
 
 
 def prefer_onednn():

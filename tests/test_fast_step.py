@@ -153,6 +153,13 @@ def test_the_default_compilation_is_the_fast_path_of_the_machine(monkeypatch):
     assert use_jit(TrainConfig())  # a GPU: XLA
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     assert environment.xla_is_faster()  # JAX always jits
+    # JAX on a CPU where TensorFlow is installed: say that TensorFlow is the faster backend.
+    for on_cpu, has_tf, hint in [(True, True, True), (True, False, False), (False, True, False)]:
+        monkeypatch.setattr(environment, "jax_runs_on_cpu", lambda on_cpu=on_cpu: on_cpu)
+        monkeypatch.setattr(environment, "tensorflow_available", lambda has_tf=has_tf: has_tf)
+        line = describe_step(TrainConfig())
+        assert line.startswith("training step: jax.jit") and len(line) <= 80
+        assert ("KERAS_BACKEND=tensorflow" in line) is hint
 
 
 def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bf16(
