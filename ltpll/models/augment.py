@@ -19,8 +19,9 @@ So the two layers here augment a whole batch inside the compiled step, with ``ke
   interpolation instead of one per op);
 * per-image choices among colour ops are computed for the whole batch and picked with
   ``ops.where`` on the chosen op index; the strong view's table-like ops (AutoContrast,
-  Brightness, Contrast, Equalize, Posterize, Solarize) are picked as 256-entry look-up tables per
-  image and channel and applied with one gather, which also reproduces PIL's 8-bit rounding.
+  Brightness, Contrast, Equalize, Posterize, Solarize) are built as 256-entry look-up tables per
+  image and channel, picked per image by a one-hot matmul and applied with one gather, which
+  also reproduces PIL's 8-bit rounding.
 
 Pixel values are kept in ``[0, 255]`` floats inside (the authors' ops are defined on 8-bit values:
 posterize, solarize thresholds, equalize), and divided by 255 at the end.
