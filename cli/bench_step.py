@@ -73,8 +73,8 @@ def bench_step(app, as_json, **options):
         table.add_row(name, *(f"{timing[column]:.1f}" for column in ("min", "median", "max")),
                       f"{timing['images_per_s']:,.1f}", f"{timing['views_per_s']:,.1f}")
     table.caption = (f"{result['repeats']} rounds of one {result['steps']}-step window each, "
-                     f"after {result['warmup']} warm-up steps (then one per fit); images/s and views/s at the "
-                     "median; 2 views per training image in both steps")
+                     f"after {result['warmup']} warm-up steps (then one per fit); images/s and "
+                     "views/s at the median; 2 views per training image in both steps")
     app.console.print(table)
     paired = result["paired_ratios"]
     app.console.print(f"step-time ratio (full / bare, median of {len(paired)} rounds): "

@@ -9,9 +9,8 @@ import contextlib
 
 import keras
 
-from ltpll import components
+from ltpll import components, environment
 from ltpll.data.pipeline import steps_per_epoch
-from ltpll import environment
 from ltpll.environment import fastest_precision, xla_is_faster
 from ltpll.models.pll_model import PLLModel
 from ltpll.optimizers import freeze_backbone, sgd
