@@ -92,4 +92,22 @@ for records in "" "--records"; do
         || cp $RUNS/$name/history.csv "$OUT/$name.history.csv" 2>/dev/null \
         || echo "no metrics for $name"
 done
+"$PYTHON" - "$OUT" $BATCH <<'PY'
+import json, os, statistics, sys
+out, batch = sys.argv[1], int(sys.argv[2])
+try:
+    ours = json.load(open(os.path.join(out, "bench_step.json")))["full"]["images_per_s"]
+    theirs = 1000.0 * batch / statistics.median(
+        json.load(open(os.path.join(out, "official_step.json")))["ms_per_step"])
+    print("ltpll / authors images/s: %.0f / %.0f = %.2fx" % (ours, theirs, ours / theirs))
+except (OSError, ValueError, KeyError) as error:
+    print("no ratio:", error)
+for name in ("corr", "corr_records"):
+    try:
+        m = json.load(open(os.path.join(out, name + ".json")))
+        print("%-13s top-1 %.2f%%  many/medium/few %.2f/%.2f/%.2f" % (
+            name, 100 * m["top1"], 100 * m["many"], 100 * m["medium"], 100 * m["few"]))
+    except (OSError, ValueError, KeyError) as error:
+        print(name, "no metrics:", error)
+PY
 echo "== done  $(date +%T)"
