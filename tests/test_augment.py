@@ -346,6 +346,31 @@ def test_weak_view_applies_jitter_with_p08_and_grayscale_with_p02():
     np.testing.assert_array_equal(unchanged[:4], [False, False, True, True])
 
 
+def test_colour_jitter_applies_each_images_four_adjustments_in_its_own_order():
+    """Per image: brightness, contrast, saturation and hue one after the other, in the order
+    its permutation draws (each image here draws another), with its own factors."""
+    images = np.concatenate([_smooth_image()[None], _images(batch=3, seed=4)]).astype("float32")
+    u_factors = np.array([[0.1, 0.9, 0.3, 0.7], [0.8, 0.2, 0.6, 0.1],
+                          [0.5, 0.4, 0.95, 0.3], [0.05, 0.6, 0.2, 0.9]], dtype="float32")
+    u_order = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1],
+                        [0.3, 0.1, 0.4, 0.2], [0.2, 0.4, 0.1, 0.3]], dtype="float32")
+    got = _numpy(augment._color_jitter(images, u_factors, u_order))
+    s = augment.JITTER_STRENGTH
+    for i in range(len(images)):
+        factor_b, factor_c, factor_s = (1.0 + s[name] * (2.0 * u_factors[i, k] - 1.0)
+                                        for k, name in enumerate(["brightness", "contrast",
+                                                                  "saturation"]))
+        shift = s["hue"] * (2.0 * u_factors[i, 3] - 1.0)
+        adjust = [lambda x: augment.brightness(x, np.float32([factor_b])),
+                  lambda x: augment.contrast(x, np.float32([factor_c])),
+                  lambda x: augment.saturation(x, np.float32([factor_s])),
+                  lambda x: augment.hue(x, np.float32([shift]))]
+        expected = images[i : i + 1]
+        for k in np.argsort(u_order[i]):
+            expected = adjust[k](expected)
+        np.testing.assert_allclose(got[i], _numpy(expected)[0], atol=1e-3)
+
+
 # ------------------------------------------------------------------------------ compilation
 
 

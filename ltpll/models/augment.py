@@ -622,14 +622,25 @@ def _color_jitter(pixels, u_factors, u_order):
     shift_h = _lerp(-s["hue"], s["hue"], u_factors[:, 3])
     order = ops.argsort(u_order, axis=-1)
     for stage in range(4):
-        candidates = (
-            (0, brightness(pixels, factor_b)),
-            (1, contrast(pixels, factor_c)),
-            (2, saturation(pixels, factor_s)),
-            (3, hue(pixels, shift_h)),
-        )
-        pixels = _select(order[:, stage], candidates, pixels)
+        pixels = _jitter_stage(pixels, order[:, stage], factor_b, factor_c, factor_s, shift_h)
     return pixels
+
+
+def _jitter_stage(pixels, adjustment, factor_b, factor_c, factor_s, shift_h):
+    """One stage of :func:`_color_jitter`: per image, the adjustment its permutation names.
+
+    Brightness, contrast and saturation are all a blend with a degenerate image (black, the
+    mean luma, the luma), so one blend with the chosen degenerate and factor stands for the three
+    (each result is bit-identical to its own op's); only the hue rotation is computed apart.
+    """
+    per_image = _per_pixel(adjustment)
+    luma_ = luma(pixels)
+    degenerate = ops.where(per_image == 0, 0.0, ops.where(
+        per_image == 1, ops.mean(luma_, axis=(1, 2, 3), keepdims=True), luma_))
+    factor = ops.where(adjustment == 0, factor_b,
+                       ops.where(adjustment == 1, factor_c, factor_s))
+    blended = _blend(degenerate, pixels, factor)
+    return ops.where(per_image == 3, hue(pixels, shift_h), blended)
 
 
 def _strong_uniforms(num_ops):
