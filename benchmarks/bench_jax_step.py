@@ -6,7 +6,8 @@ Usage::
         [--repeats 3] [--trace DIR]
 
 Runs one process per backend (Keras fixes the backend per process), each timing, with
-``ltpll bench-step``'s in-fit timer, the same three steps on the same generated batches:
+``ltpll bench-step``'s in-fit timer and in its alternating rounds (one window of each step per
+round), the same three steps on the same generated batches:
 
 * ``full``: the CORR + RECORDS step as ``ltpll train`` runs it;
 * ``no augmentation``: the same step with both views made by a plain ``x / 255`` (what the
@@ -34,9 +35,10 @@ def measure(args):
     import numpy as np
 
     from ltpll import components
-    from ltpll.benchmark.step import _bare_batches, _bare_model, _time_steps
+    from ltpll.benchmark.step import (_bare_batches, _bare_model, _Repeated, _time_alternating,
+                                      _time_steps, step_summary)
     from ltpll.data.pipeline import train_batches
-    from ltpll.environment import xla_is_faster
+    from ltpll.environment import tensorflow_available, xla_is_faster
     from ltpll.models.pll_model import PLLModel
 
     class Plain(keras.layers.Layer):
@@ -48,7 +50,7 @@ def measure(args):
     jit = xla_is_faster()
     size, classes, batch = 32, 10, args.batch_size
     samples = batch * max(args.steps, args.warmup)
-    total = args.warmup + args.steps * args.repeats
+    total = args.warmup + args.steps   # the most batches one fit reads
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (samples, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, classes, samples)
@@ -71,24 +73,21 @@ def measure(args):
         return model
 
     def batches():
-        data, _ = train_batches(images, candidates, labels, batch, 0,
-                                epochs=-(-total // max(args.steps, args.warmup)))
-        return data
+        epochs = -(-total // max(args.steps, args.warmup))
+        data, _ = train_batches(images, candidates, labels, batch, 0, epochs=epochs)
+        return data if tensorflow_available() else _Repeated(data, epochs)
 
-    timings = {}
-    for name, augment in (("full", True), ("no augmentation", False)):
-        model = full_model(augment)
-        timings[name] = _time_steps(model, batches(), args.steps, args.warmup, args.repeats,
-                                    batch)
-        if name == "full" and args.trace and keras.backend.backend() == "jax":
-            import jax
+    runs = {"full": (full_model(True), batches()),
+            "no augmentation": (full_model(False), batches()),
+            "bare": (_bare_model(args.backbone, size, classes, 1, jit),
+                     _bare_batches(images[:4 * batch], labels[:4 * batch], 2 * batch))}
+    windows, _ = _time_alternating(runs, args.steps, args.warmup, 1, args.repeats)
+    timings = {name: step_summary(windows[name], args.steps, batch) for name in runs}
+    if args.trace and keras.backend.backend() == "jax":
+        import jax
 
-            with jax.profiler.trace(args.trace):
-                _time_steps(model, batches(), args.steps, 1, 1, batch)
-    bare = _bare_model(args.backbone, size, classes, 1, jit)
-    timings["bare"] = _time_steps(bare, _bare_batches(images[:4 * batch], labels[:4 * batch],
-                                                      2 * batch),
-                                  args.steps, args.warmup, args.repeats, batch)
+        with jax.profiler.trace(args.trace):
+            _time_steps(runs["full"][0], batches(), args.steps, 1, 1, batch)
     return {"backend": keras.backend.backend(), "jit": jit, "timings": timings}
 
 
