@@ -92,14 +92,15 @@ for records in "" "--records"; do
         || cp $RUNS/$name/history.csv "$OUT/$name.history.csv" 2>/dev/null \
         || echo "no metrics for $name"
 done
-"$PYTHON" - "$OUT" $BATCH <<'PY'
+"$PYTHON" - "$OUT" $BATCH $BACKBONE $TORCH_BACKBONE <<'PY'
 import json, os, statistics, sys
-out, batch = sys.argv[1], int(sys.argv[2])
+out, batch, ours_name, theirs_name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 try:
     ours = json.load(open(os.path.join(out, "bench_step.json")))["full"]["images_per_s"]
     theirs = 1000.0 * batch / statistics.median(
         json.load(open(os.path.join(out, "official_step.json")))["ms_per_step"])
-    print("ltpll / authors images/s: %.0f / %.0f = %.2fx" % (ours, theirs, ours / theirs))
+    print("ltpll (%s) / authors (%s) images/s: %.0f / %.0f = %.2fx"
+          % (ours_name, theirs_name, ours, theirs, ours / theirs))
 except (OSError, ValueError, KeyError) as error:
     print("no ratio:", error)
 for name in ("corr", "corr_records"):
